@@ -40,6 +40,9 @@ COMMANDS: dict[str, str] = {
     "eval": "notagen.metrics.evaluate:eval_command",
 }
 
+# Short forms shared by every command that has such a parameter.
+SHORT_OPTIONS: dict[str, str] = {"output": "-o", "n": "-n", "out": "-o"}
+
 SUMMARIES: dict[str, str] = {
     "data": "Build training datasets from scores.",
     "encoder": "Train and inspect the music encoder used for metrics.",
@@ -113,7 +116,8 @@ def _add_parameter(parser: argparse.ArgumentParser, param: inspect.Parameter, hi
         kwargs["default"] = default
         if default is not None and default != [] and kwargs.get("help") is not None:
             kwargs["help"] += f" (default: {default})"
-        parser.add_argument(flag, dest=param.name, **kwargs)
+        flags = [flag] + ([SHORT_OPTIONS[param.name]] if param.name in SHORT_OPTIONS else [])
+        parser.add_argument(*flags, dest=param.name, **kwargs)
 
 
 def _converter(annotation: Any) -> Callable[[str], Any]:

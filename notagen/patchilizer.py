@@ -95,7 +95,9 @@ class Patchilizer:
         lines = split_lines(text)
         start = body_start(lines)
         metadata, body = lines[:start], lines[start:]
-        if (self.stream if add_stream is None else add_stream) and body:
+        if add_stream is None:  # text that already carries its annotations (generated pieces) keeps them
+            add_stream = self.stream and not (body and body[0].startswith("[r:"))
+        if add_stream and body:
             body = add_stream_annotations(body)
         return metadata, [split_bars(line) for line in body]
 
@@ -126,13 +128,14 @@ class Patchilizer:
         while tail_cut < len(line_patches) and fixed + remaining > self.patch_length:
             remaining -= len(line_patches[tail_cut])
             tail_cut += 1
-        choice = rng.choice(("head", "tail", "middle"))
+        # As the reference: only the crops that exist are drawn; a middle cut lies strictly between head and tail.
+        choice = rng.choice(("head", "tail", "middle")[:min(tail_cut + 1, 3)])
         if choice == "head":
             cut_at = 0
         elif choice == "tail":
             cut_at = tail_cut
         else:
-            cut_at = rng.randint(0, max(0, tail_cut - 1))
+            cut_at = rng.randint(1, tail_cut - 1)
         patches = head + meta_patches + [p for line in line_patches[cut_at:] for p in line] + tail
         return patches[:self.patch_length]
 
@@ -140,11 +143,14 @@ class Patchilizer:
     def encode_generate(self, text: str) -> list[list[int]]:
         """Generation-time encoding of a context that already carries its `[r:]` annotations.
 
-        Only the BOS patch is added; the last unit gets no EOS and its trailing partial chunk stays unpadded, so
-        the caller treats it as a forced prefix of the next patch. Truncated to `patch_length` patches.
+        Only the BOS patch is added; the last unit gets no EOS (nor a newline when the text does not end with one)
+        and its trailing partial chunk stays unpadded, so the caller treats it as a forced prefix of the next patch.
+        Truncated to `patch_length` patches.
         """
         metadata, body = self.split_text(text, add_stream=False)
         units = metadata + [unit for line in body for unit in line]
+        if units and not text.endswith("\n"):  # an unfinished last line gets no newline (as the reference)
+            units[-1] = units[-1][:-1]
         patches = [self.bos_patch]
         for index, unit in enumerate(units):
             last = index == len(units) - 1
