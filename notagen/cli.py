@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import inspect
 import os
 import re
@@ -170,15 +169,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _cheap_summary(target: str) -> str | None:
-    """Summary line for the top-level help without importing the command's module (first docstring line)."""
+    """Summary line for the top-level help, read from the source so no module (and no torch) is imported."""
     module_name, func_name = target.split(":")
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except ModuleNotFoundError:
+    package_root = Path(__file__).resolve().parent.parent
+    source_path = package_root.joinpath(*module_name.split(".")).with_suffix(".py")
+    if not source_path.is_file():
         return None
-    if spec is None or spec.origin is None:
-        return None
-    source = Path(spec.origin).read_text(encoding="utf-8")
+    source = source_path.read_text(encoding="utf-8")
     match = re.search(rf"def {func_name}\(.*?\).*?:\s*\"\"\"(.*?)(?:\n\s*\n|\"\"\")", source, flags=re.S)
     return " ".join(match.group(1).split()) if match else None
 

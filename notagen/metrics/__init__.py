@@ -1,0 +1,1 @@
+"""Evaluation metrics: FMD, ACS, label accuracy, BAE/validity, perplexity, memorisation, and `notagen eval`."""

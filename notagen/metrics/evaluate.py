@@ -1,0 +1,458 @@
+"""`notagen eval`: score a folder of generated pieces against a reference dataset.
+
+Metrics (clamp-dpo-and-metrics.md §3–4): ACS per prompt (cosine to the prompt's reference centroid, global
+centroid when the prompt has no reference pieces), FMD (with N and the covariance estimator), label accuracy of
+linear probes for period and instrumentation trained on the reference features, validity rate and bar alignment
+error, memorisation (longest run of bars copied from one training piece), and optionally a model's perplexity on
+the reference's eval split. Every encoder-based number names the encoder, its weights hash and N.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from notagen.encoder.corpus import Piece, is_dataset, load_pieces, read_index
+from notagen.errors import ConfigError, InputError, NotaGenError
+from notagen.io import atomic_write_json, atomic_write_text, content_hash
+from notagen.metrics.memorisation import MemorisationIndex, flagged_share
+from notagen.metrics.scores import LinearProbe, acs, prompt_key, validity
+
+PROMPT_FIELDS = ("period", "composer", "instrumentation")
+
+
+@dataclass
+class GeneratedPiece:
+    name: str
+    raw: str
+    text: str  # interleaved, rest-unreduced, no [r:] (prompt lines kept; features drop them)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str | None:
+        return prompt_key(self.labels)
+
+
+def prompt_from_lines(text: str) -> dict[str, str]:
+    """(period, composer, instrumentation) from the single-`%` lines before `%end`, if there are three."""
+    values = []
+    for line in text.splitlines():
+        if line.startswith("%%") or not line.startswith("%"):
+            if values and not line.startswith("%"):
+                break
+            continue
+        value = line[1:].strip()
+        if value == "end":
+            break
+        values.append(value)
+    return dict(zip(PROMPT_FIELDS, values[:3])) if len(values) >= 3 else {}
+
+
+def _manifest_prompts(folder: Path) -> dict[str, dict[str, str]]:
+    """File name → labels from a manifest.json beside the pieces (several shapes accepted)."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: bad JSON ({error.msg} at line {error.lineno})") from None
+    entries: list[tuple[str, Any]] = []
+    items = data.get("pieces", data) if isinstance(data, dict) else data
+    if isinstance(items, dict):
+        entries = list(items.items())
+    elif isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict):
+                name = item.get("file") or item.get("path") or item.get("name")
+                if name:
+                    entries.append((str(name), item))
+    out: dict[str, dict[str, str]] = {}
+    for name, item in entries:
+        if not isinstance(item, dict):
+            continue
+        source = item.get("prompt", item)
+        if isinstance(source, str):
+            source = dict(zip(PROMPT_FIELDS, [s.strip() for s in source.split("|")]))
+        labels = {k: str(source[k]) for k in PROMPT_FIELDS if isinstance(source, dict) and source.get(k)}
+        if labels:
+            out[Path(name).name] = labels
+    return out
+
+
+def normalise_generated(text: str) -> str:
+    """Strip `[r:]` annotations and re-insert the voices a rest-reduced piece omits."""
+    try:
+        from notagen.abc.interleave import is_interleaved, is_rest_reduced, rest_unreduce
+        from notagen.abc.text import strip_stream_annotations
+    except ImportError:  # the ABC helpers are optional here: the memorisation parser copes with both forms
+        import re
+
+        return re.sub(r"\[r:[^\]]*\]", "", text)
+    clean = strip_stream_annotations(text)
+    try:
+        if is_interleaved(clean) and is_rest_reduced(clean):
+            return rest_unreduce(clean)
+    except (ValueError, IndexError, NotaGenError):
+        return clean
+    return clean
+
+
+def read_generated(folder: Path) -> list[GeneratedPiece]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of generated .abc files")
+    files = sorted(folder.rglob("*.abc"))
+    if not files:
+        raise InputError(f"{folder}: no .abc files")
+    manifest = _manifest_prompts(folder)
+    pieces = []
+    for path in files:
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        labels = prompt_from_lines(raw) or manifest.get(path.name, {})
+        pieces.append(GeneratedPiece(str(path.relative_to(folder)), raw, normalise_generated(raw), labels))
+    return pieces
+
+
+def _reference_hash(reference: Path, split: str) -> str:
+    if is_dataset(reference):
+        return content_hash((reference / "index.jsonl").read_bytes() + split.encode())
+    return content_hash("|".join(str(p) for p in sorted(reference.rglob("*.abc"))) + split)
+
+
+def _embed_reference(extractor: Any, pieces: list[Piece], cache: Path | None) -> np.ndarray:
+    if cache is not None and cache.is_file():
+        features = np.load(cache)
+        if len(features) == len(pieces):
+            return features
+    features = extractor.embed([p.text for p in pieces])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, features)
+    return features
+
+
+def _probe_scores(ref_features: np.ndarray, ref_pieces: list[Piece], gen_features: np.ndarray,
+                  generated: list[GeneratedPiece], eval_features: np.ndarray | None,
+                  eval_pieces: list[Piece]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label in ("period", "instrumentation"):
+        labels = [p.labels.get(label) for p in ref_pieces]
+        keep = [i for i, y in enumerate(labels) if y]
+        if len({labels[i] for i in keep}) < 2:
+            out[label] = {"skipped": "fewer than two labelled classes in the reference"}
+            continue
+        probe = LinearProbe.fit(ref_features[keep], [labels[i] for i in keep])
+        entry: dict[str, Any] = {"classes": probe.classes, "n_train": probe.n_train,
+                                 "train_accuracy": probe.train_accuracy}
+        if eval_features is not None and eval_pieces:
+            truth = [p.labels.get(label) for p in eval_pieces]
+            entry["reference_eval_accuracy"] = probe.accuracy(eval_features, truth)
+            entry["n_reference_eval"] = sum(t is not None for t in truth)
+        wanted = [g.labels.get(label) for g in generated]
+        entry["la"] = probe.accuracy(gen_features, wanted)
+        entry["n"] = sum(w is not None for w in wanted)
+        out[label] = entry
+    return out
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _plots(out: Path, generated: list[GeneratedPiece], acs_scores: list[float] | None,
+           runs: list[int] | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if acs_scores is not None:
+        groups: dict[str, list[float]] = {}
+        for piece, score in zip(generated, acs_scores):
+            groups.setdefault(piece.prompt or "(no prompt)", []).append(score)
+        names = sorted(groups)
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+        jitter = np.random.default_rng(0)
+        for row, name in enumerate(names):  # a strip plot: every piece, and the prompt's mean as a bar
+            values = groups[name]
+            ax.scatter(values, row + jitter.uniform(-0.15, 0.15, len(values)), s=12, alpha=0.6)
+            ax.plot([np.mean(values)] * 2, [row - 0.3, row + 0.3], color="black", linewidth=2)
+        ax.set_yticks(range(len(names)), [n[:60] for n in names])
+        ax.set_xlabel("cosine to the prompt's reference centroid (ACS)")
+        ax.set_title("ACS per prompt")
+        fig.tight_layout()
+        fig.savefig(out / "acs_per_prompt.png", dpi=110)
+        plt.close(fig)
+        written.append("acs_per_prompt.png")
+    if runs is not None:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.hist(runs, bins=range(0, max(runs + [4]) + 2), align="left", rwidth=0.85)
+        ax.set_xlabel("longest run of bars copied from one training piece")
+        ax.set_ylabel("pieces")
+        fig.tight_layout()
+        fig.savefig(out / "memorisation_runs.png", dpi=110)
+        plt.close(fig)
+        written.append("memorisation_runs.png")
+    return written
+
+
+def _cell(value: Any) -> str:
+    """Table-safe text: a `|` inside a prompt would split the Markdown cell."""
+    return str(value).replace("|", "\\|")
+
+
+def _markdown(report: dict[str, Any], plots: list[str]) -> str:
+    lines = [f"# Evaluation of `{report['generated']}`", "",
+             f"Reference: `{report['reference']}` (split {report['split']}, N = {report['n_reference']}); "
+             f"generated pieces: N = {report['n_generated']}.", ""]
+    enc = report.get("encoder")
+    if enc:
+        lines += [f"Encoder: **{enc['encoder']}** (weights `{enc['weights']}`, mode {enc['mode']}, d = {enc['dim']}). "
+                  "Encoder-based numbers are comparable only between reports naming the same encoder and weights.",
+                  ""]
+    else:
+        lines += [f"Encoder: none ({report.get('encoder_skipped')}); ACS, FMD and LA were not computed.", ""]
+    lines += ["## Summary", "", "| metric | value | N | notes |", "|---|---|---|---|"]
+    if "acs" in report:
+        a = report["acs"]
+        lines.append(f"| ACS | {_fmt(a['mean'])} | {a['n']} | {a['fallbacks']} pieces scored against the global "
+                     "centroid |")
+    if "fmd" in report:
+        f = report["fmd"]
+        lines.append(f"| FMD ({f['estimator']}) | {_fmt(f['value'])} | {f['n_test']} vs {f['n_reference']} | "
+                     f"d = {f['dim']} |")
+    for label, entry in report.get("label_accuracy", {}).items():
+        if "la" in entry:
+            lines.append(f"| LA {label} | {_fmt(entry['la'])} | {entry['n']} | probe on {entry['n_train']} "
+                         f"reference pieces; reference eval accuracy {_fmt(entry.get('reference_eval_accuracy'))} |")
+        else:
+            lines.append(f"| LA {label} | – | – | {entry.get('skipped')} |")
+    if "validity" in report:
+        v = report["validity"]
+        lines.append(f"| validity rate | {_fmt(v['valid_rate'])} | {v['n']} | parses: {_fmt(v['parse_rate'])} |")
+        lines.append(f"| BAE | {_fmt(100 * v['bae'] if v['bae'] == v['bae'] else v['bae'], 3)} % | {v['bars']} bars "
+                     "| misaligned bars / bars |")
+    if "memorisation" in report:
+        m = report["memorisation"]
+        lines.append(f"| memorised (≥ {m['threshold']} bars) | {_fmt(m['flagged_share'])} | {m['n']} | index of "
+                     f"{m['indexed_pieces']} training pieces; longest run {m['max_run']} bars |")
+    if "perplexity" in report:
+        p = report["perplexity"]
+        lines.append(f"| perplexity | {_fmt(p['perplexity'], 4)} | {p['n']} | {p['chars']} characters of the "
+                     "reference eval split |")
+    if "acs" in report and report["acs"]["per_prompt"]:
+        lines += ["", "## ACS per prompt", "", "| prompt | N | mean | std | reference N |", "|---|---|---|---|---|"]
+        for key, entry in report["acs"]["per_prompt"].items():
+            lines.append(f"| {_cell(key)} | {entry['n']} | {_fmt(entry['mean'])} | {_fmt(entry['std'])} | "
+                         f"{entry['reference_n']} |")
+    if report.get("examples"):
+        lines += ["", "## Examples", "", "| piece | prompt | ACS | longest copied run | valid |",
+                  "|---|---|---|---|---|"]
+        for ex in report["examples"]:
+            lines.append(f"| `{ex['name']}` | {_cell(ex.get('prompt') or '–')} | {_fmt(ex.get('acs'))} | "
+                         f"{ex.get('run', '–')} {('from ' + ex['run_piece']) if ex.get('run_piece') else ''} | "
+                         f"{_fmt(ex.get('valid'))} |")
+    if report.get("memorisation", {}).get("flagged"):
+        lines += ["", "## Flagged as memorised", ""]
+        for item in report["memorisation"]["flagged"]:
+            lines.append(f"* `{item['name']}`: {item['bars']} bars from `{item['piece']}` "
+                         f"(generated bar {item['generated_start']}, training bar {item['train_start']})")
+    for plot in plots:
+        lines += ["", f"![{plot}]({plot})"]
+    lines += ["", f"Timings (s): {json.dumps(report['timings_s'])}", ""]
+    return "\n".join(lines)
+
+
+def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, out: Path | None = None,
+             split: str = "train", threshold: int = 4, estimator: str = "oas", model: str | None = None,
+             check_validity: bool = True, batch_size: int = 8, max_reference: int = 0,
+             plots: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Compute every metric and write report.json / report.md (+ PNG plots) to `out` when given."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    generated = read_generated(Path(generated_dir))
+    reference = Path(reference)
+    ref_pieces = load_pieces(reference, split=None if split == "all" else split,
+                             limit=max_reference or None)
+    eval_pieces = (load_pieces(reference, split="eval", limit=max_reference or None)
+                   if is_dataset(reference) and split == "train" and any(r.get("split") == "eval"
+                                                                         for r in read_index(reference)) else [])
+    timings["read"] = round(time.perf_counter() - clock, 2)
+    report: dict[str, Any] = {"generated": str(generated_dir), "reference": str(reference), "split": split,
+                              "n_generated": len(generated), "n_reference": len(ref_pieces)}
+    acs_scores: list[float] | None = None
+
+    # Encoder metrics.
+    from notagen.encoder.loading import load_encoder
+
+    try:
+        loaded = load_encoder(encoder)
+    except NotaGenError as error:
+        if encoder is not None:
+            raise
+        loaded = None
+        report["encoder_skipped"] = str(error)
+    if loaded is not None:
+        clock = time.perf_counter()
+        extractor = loaded.extractor(batch_size=batch_size, device=device)
+        report["encoder"] = extractor.describe()
+        cache = None
+        if out is not None:
+            cache = Path(out) / "cache" / f"reference_{loaded.weights_id}_{_reference_hash(reference, split)}.npy"
+        ref_features = _embed_reference(extractor, ref_pieces, cache)
+        gen_features = extractor.embed([g.text for g in generated])
+        eval_features = extractor.embed([p.text for p in eval_pieces]) if eval_pieces else None
+        timings["features"] = round(time.perf_counter() - clock, 2)
+        result = acs(gen_features, [g.prompt for g in generated], ref_features,
+                     [prompt_key(p.labels) for p in ref_pieces])
+        acs_scores = result.scores
+        report["acs"] = {k: v for k, v in result.to_dict().items() if k not in ("scores", "centroid_used")}
+        report["acs"].update(report["encoder"])
+        if len(generated) >= 2 and len(ref_pieces) >= 2:
+            from notagen.metrics.fmd import fmd
+
+            report["fmd"] = {**fmd(ref_features, gen_features, estimator).to_dict(), **report["encoder"]}
+        report["label_accuracy"] = _probe_scores(ref_features, ref_pieces, gen_features, generated,
+                                                 eval_features, eval_pieces)
+
+    if check_validity:
+        clock = time.perf_counter()
+        summary = validity([g.raw for g in generated], [g.name for g in generated])
+        report["validity"] = {k: v for k, v in summary.to_dict().items() if k != "per_piece"}
+        valid_by_name = {p["name"]: p["valid"] for p in summary.per_piece}
+        timings["validity"] = round(time.perf_counter() - clock, 2)
+    else:
+        valid_by_name = {}
+
+    clock = time.perf_counter()
+    train_pieces = ref_pieces if split != "eval" else load_pieces(reference, split="train")
+    index = MemorisationIndex.build((p.id, p.text) for p in train_pieces)
+    timings["memorisation_index"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+    results = [index.check(g.text, threshold=threshold) for g in generated]
+    timings["memorisation_check"] = round(time.perf_counter() - clock, 2)
+    runs = [r.longest.bars for r in results]
+    report["memorisation"] = {
+        "threshold": threshold, "n": len(results), "indexed_pieces": len(index), "flagged_share":
+        flagged_share(results), "max_run": max(runs, default=0), "mean_run": float(np.mean(runs)) if runs else 0.0,
+        "flagged": [{"name": g.name, "bars": r.longest.bars, "piece": r.longest.piece,
+                     "train_start": r.longest.train_start, "generated_start": r.longest.generated_start}
+                    for g, r in zip(generated, results) if r.flagged],
+        "unparsed_training_pieces": len(index.failed),
+    }
+
+    if model is not None:
+        clock = time.perf_counter()
+        report["perplexity"] = _perplexity(model, reference, device)
+        timings["perplexity"] = round(time.perf_counter() - clock, 2)
+
+    order = list(range(len(generated)))
+    if acs_scores is not None:
+        order.sort(key=lambda i: -acs_scores[i])
+    picks = order[:3] + [i for i in order[-3:] if i not in order[:3]]
+    report["examples"] = [{"name": generated[i].name, "prompt": generated[i].prompt,
+                           "acs": acs_scores[i] if acs_scores is not None else None, "run": runs[i],
+                           "run_piece": results[i].longest.piece, "valid": valid_by_name.get(generated[i].name)}
+                          for i in picks]
+    report["per_piece"] = [{"name": g.name, "prompt": g.prompt,
+                            "acs": acs_scores[i] if acs_scores is not None else None,
+                            "longest_run": runs[i], "run_piece": results[i].longest.piece,
+                            "flagged": results[i].flagged, "valid": valid_by_name.get(g.name)}
+                           for i, g in enumerate(generated)]
+    report["timings_s"] = timings
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = _plots(out, generated, acs_scores, runs) if plots else []
+        atomic_write_json(out / "report.json", report)
+        atomic_write_text(out / "report.md", _markdown(report, written))
+    return report
+
+
+def _perplexity(model_path: str, reference: Path, device: str) -> dict[str, Any]:
+    from notagen.checkpoint import load_checkpoint
+    from notagen.data.dataset import ScoreDataset
+    from notagen.metrics.scores import perplexity
+    from notagen.patchilizer import Patchilizer
+
+    checkpoint = load_checkpoint(model_path, device=device)
+    config = checkpoint.config
+    dataset = ScoreDataset(reference, split="eval")
+    texts = [dataset.text(i, prompt=True) for i in range(min(len(dataset), 200))]
+    if not texts:
+        return {"skipped": "the reference has no eval split"}
+    patchilizer = Patchilizer(patch_size=config.patch_size, patch_length=config.patch_length)
+    result = perplexity(checkpoint.model, texts, patchilizer, device=device)
+    return {"perplexity": result.perplexity, "nll_per_char": result.nll_per_char, "chars": result.chars,
+            "n": result.n, "model": str(model_path)}
+
+
+def eval_command(
+    generated: Path,
+    reference: Path | None = None,
+    encoder: str | None = None,
+    out: Path | None = None,
+    split: Literal["train", "eval", "all"] = "train",
+    threshold: int = 4,
+    estimator: Literal["oas", "shrinkage", "mle"] = "oas",
+    model: str | None = None,
+    validity: bool = True,
+    batch_size: int = 8,
+    max_reference: int = 0,
+    threads: int = 0,
+    device: str = "cpu",
+) -> int:
+    """Score generated pieces against a reference dataset: ACS, FMD, label accuracy, BAE, memorisation.
+
+    GENERATED is a folder of .abc files (interleaved, possibly with prompt lines and [r:] annotations). A piece's
+    prompt is read from its % lines, or from a manifest.json beside the files. Writes report.md (tables, plots),
+    report.json and the PNG plots to --out (default GENERATED/eval).
+
+    Args:
+        generated: folder of generated .abc files.
+        reference: the reference (required): a built dataset folder, or a folder of .abc files.
+        encoder: encoder directory or official CLaMP 2 / CLaMP 3 / M3 .pth (default: the shipped encoder, if any).
+        out: report folder.
+        split: reference split used for centroids, probes and the memorisation index.
+        threshold: bars in a row copied from one training piece that flag a piece as memorised.
+        estimator: covariance estimator for FMD (oas or shrinkage for small sets; mle needs N >> dimension).
+        model: NotaGen checkpoint whose perplexity on the reference's eval split is reported.
+        validity: check every piece with notagen check (validity rate, BAE).
+        batch_size: encoder batch size.
+        max_reference: use at most this many reference pieces (0 = all).
+        threads: torch CPU threads (0 = default).
+        device: torch device for the encoder and the model.
+
+    Examples:
+        notagen eval runs/samples --reference datasets/music21 --encoder runs/encoder-small/best --out runs/eval
+    """
+    if reference is None:
+        raise ConfigError("notagen eval needs --reference DATASET (the training or reference dataset)")
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    out = out or Path(generated) / "eval"
+    report = evaluate(Path(generated), Path(reference), encoder, out, split, threshold, estimator, model, validity,
+                      batch_size, max_reference, True, device)
+    parts = []
+    if "acs" in report:
+        parts.append(f"ACS {report['acs']['mean']:.3f}")
+    if "fmd" in report:
+        parts.append(f"FMD {report['fmd']['value']:.3f}")
+    if "validity" in report:
+        parts.append(f"valid {report['validity']['valid_rate']:.2f}")
+    parts.append(f"memorised {report['memorisation']['flagged_share']:.2f}")
+    print(f"{report['n_generated']} pieces: " + ", ".join(parts) + f"; report in {out / 'report.md'}")
+    return 0

@@ -1,0 +1,150 @@
+"""`notagen eval` end to end on real tunes: report files, encoder identity on every encoder number, prompts from
+% lines and manifest.json, a planted verbatim copy flagged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from notagen.cli import main
+from notagen.encoder.corpus import music21_tunes, write_dataset
+from notagen.encoder.loading import save_encoder
+from notagen.encoder.model import EncoderConfig, M3Model
+from notagen.metrics.evaluate import normalise_generated, prompt_from_lines, read_generated
+
+# Two made-up prompts over real tunes (labels chosen for the test: reels vs jigs of Ryan's Mammoth).
+REEL = {"period": "Romantic", "composer": "Ryan, William Bradbury", "instrumentation": "Fiddle"}
+JIG = {"period": "Classical", "composer": "Ryan, William Bradbury", "instrumentation": "Flute"}
+
+
+def _block(labels: dict[str, str]) -> str:
+    return "".join(f"%{labels[k]}\n" for k in ("period", "composer", "instrumentation")) + "%end\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("metrics_eval")
+    reels = music21_tunes("ryansMammoth", rhythm="reel", limit=30)
+    jigs = [p for p in music21_tunes("ryansMammoth", rhythm="jig") if "6/8" in p.labels["meter"]][:30]
+    for group, labels in ((reels, REEL), (jigs, JIG)):
+        for i, piece in enumerate(group):
+            piece.labels = dict(labels)
+            piece.split = "eval" if i % 6 == 5 else "train"
+    dataset = write_dataset(root / "reference", reels[:24] + jigs[:24])
+    generated = root / "generated"
+    generated.mkdir()
+    (generated / "reel_new.abc").write_text(_block(REEL) + reels[25].text)
+    (generated / "jig_new.abc").write_text(_block(JIG) + jigs[25].text)
+    (generated / "copy.abc").write_text(_block(REEL) + reels[3].text)  # a verbatim training tune
+    (generated / "from_manifest.abc").write_text(jigs[27].text)
+    (generated / "interleaved.abc").write_text(
+        _block(JIG) + "L:1/8\nM:6/8\nK:D\nV:1\nV:2\n[r:0/1][V:1]d2f a2f|[V:2]D,3 A,3|\n[r:1/0][V:1]g2e c2A|]"
+        "[V:2]A,,3 A,3|]\n")
+    (generated / "manifest.json").write_text(json.dumps({"pieces": [{"file": "from_manifest.abc", **JIG}]}))
+    torch.manual_seed(0)
+    encoder = save_encoder(M3Model(EncoderConfig.preset("tiny"), with_decoder=False), root / "encoder",
+                           name="tiny-random")
+    return dataset, generated, encoder, root
+
+
+def test_prompts_and_normalisation(setup):
+    _, generated, _, _ = setup
+    assert prompt_from_lines(_block(REEL) + "L:1/8\n") == REEL
+    assert prompt_from_lines("%%score 1\nL:1/8\n") == {}
+    pieces = {p.name: p for p in read_generated(generated)}
+    assert pieces["from_manifest.abc"].labels == JIG
+    assert "[r:" not in pieces["interleaved.abc"].text and "[r:" in pieces["interleaved.abc"].raw
+    assert normalise_generated("[r:0/0][V:1]abc|\n") == "[V:1]abc|\n"
+
+
+def test_eval_cli_writes_a_complete_report(setup):
+    dataset, generated, encoder, root = setup
+    out = root / "report"
+    assert main(["eval", str(generated), "--reference", str(dataset), "--encoder", str(encoder),
+                 "--out", str(out), "--threads", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_generated"] == 5 and report["n_reference"] == 40
+    weights = report["encoder"]["weights"]
+    assert report["encoder"]["encoder"] == "tiny-random" and len(weights) == 16
+    assert report["acs"]["weights"] == weights and report["acs"]["n"] == 5 and report["acs"]["fallbacks"] == 0
+    assert report["fmd"]["weights"] == weights and report["fmd"]["n_test"] == 5
+    assert report["fmd"]["estimator"] == "oas"
+    for label in ("period", "instrumentation"):
+        entry = report["label_accuracy"][label]
+        assert entry["n"] == 5 and entry["n_train"] == 40 and entry["n_reference_eval"] == 8
+    flagged = report["memorisation"]["flagged"]
+    assert [f["name"] for f in flagged] == ["copy.abc"] and flagged[0]["bars"] >= 8
+    assert report["validity"]["n"] == 5
+    per_piece = {p["name"]: p for p in report["per_piece"]}
+    assert per_piece["interleaved.abc"]["valid"] is True
+    markdown = (out / "report.md").read_text()
+    assert "tiny-random" in markdown and weights in markdown and "copy.abc" in markdown
+    assert (out / "acs_per_prompt.png").stat().st_size > 1000 and (out / "memorisation_runs.png").is_file()
+    # The reference features are cached under the encoder's hash and reused.
+    assert len(list((out / "cache").glob(f"reference_{weights}_*.npy"))) == 1
+
+
+def test_eval_without_encoder_still_reports_the_rest(setup, monkeypatch):
+    dataset, generated, _, root = setup
+    import notagen.encoder.loading as loading
+
+    monkeypatch.setattr(loading, "DEFAULT_ENCODER_DIR", root / "nowhere")
+    assert main(["eval", str(generated), "--reference", str(dataset), "--out", str(root / "plain"),
+                 "--no-validity"]) == 0
+    report = json.loads((root / "plain" / "report.json").read_text())
+    assert "acs" not in report and "no shipped encoder" in report["encoder_skipped"]
+    assert report["memorisation"]["n"] == 5
+    assert main(["eval", str(generated), "--reference", str(dataset), "--encoder", str(root / "missing.pth")]) == 1
+
+
+def test_eval_on_a_built_chorale_dataset_with_perplexity(tmp_path):
+    """The real pipeline end to end: `notagen data build` on 8 Bach chorales, generated pieces in the model's raw
+    output form (prompt lines, [r:] annotations, rest-reduced), one of them a training chorale in another key."""
+    import shutil
+    import warnings
+
+    from music21 import corpus
+
+    from notagen.checkpoint import save_checkpoint
+    from notagen.config import ModelConfig
+    from notagen.data.build import build_dataset
+    from notagen.model import NotaGenModel
+    from notagen.patchilizer import add_stream_annotations
+
+    source = tmp_path / "scores"
+    source.mkdir()
+    for path in sorted(p for p in corpus.getComposer("bach") if str(p).endswith(".mxl") and "-" not in p.name)[:8]:
+        shutil.copy(path, source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_dataset([source], out=tmp_path / "ds", workers=1, eval_fraction=0.25, progress=False)
+    index = [json.loads(line) for line in (tmp_path / "ds" / "index.jsonl").read_text().splitlines()]
+    train = next(r for r in index if r["split"] == "train")
+    held = next(r for r in index if r["split"] == "eval")
+
+    def raw_output(record: dict, key: str | None) -> str:
+        keys = json.loads((tmp_path / "ds" / "pieces" / f"{record['id']}.json").read_text())["keys"]
+        text = keys[key] if key else next(iter(keys.values()))
+        lines = text.strip().split("\n")
+        start = next(i for i, line in enumerate(lines) if line.startswith("[V:"))
+        return "%Baroque\n%Bach, Johann Sebastian\n%Choral\n%end\n" + "\n".join(
+            lines[:start] + add_stream_annotations(lines[start:])) + "\n"
+
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    (generated / "held.abc").write_text(raw_output(held, None))
+    (generated / "copied.abc").write_text(raw_output(train, "Eb" if train["key"] != "Eb" else "D"))
+    torch.manual_seed(0)
+    model_dir = save_checkpoint(tmp_path / "model", NotaGenModel(ModelConfig.preset("tiny", patch_length=512)))
+    encoder = save_encoder(M3Model(EncoderConfig.preset("tiny"), with_decoder=False), tmp_path / "encoder")
+    assert main(["eval", str(generated), "--reference", str(tmp_path / "ds"), "--encoder", str(encoder),
+                 "--model", str(model_dir), "--out", str(tmp_path / "report"), "--threads", "1"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["n_reference"] == 6 and report["memorisation"]["indexed_pieces"] == 6
+    flagged = report["memorisation"]["flagged"]
+    assert [f["name"] for f in flagged] == ["copied.abc"] and flagged[0]["piece"] == train["id"]
+    assert flagged[0]["bars"] >= 8
+    assert report["perplexity"]["n"] == 2 and 1.0 < report["perplexity"]["perplexity"] < 200
+    assert report["acs"]["n"] == 2 and report["label_accuracy"]["period"]["skipped"]
