@@ -1,0 +1,1 @@
+"""ABC text tools: cleanup, interleaving, transposition, validity checks (pure text → text, no torch)."""
