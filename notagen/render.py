@@ -1,0 +1,254 @@
+"""MusicXML → score pages (SVG, PNG), MIDI and audio (WAV), all offline.
+
+* SVG pages and MIDI come from verovio (never fed multi-voice ABC: it cannot read it; ecosystem.md §2.1).
+* PNG pages from each SVG via `rsvg-convert` (Debian librsvg2-bin), else cairosvg if installed.
+* WAV from the MIDI via the fluidsynth command line (`-ni -g 0.8 -r 44100 -F`; the default gain 0.2 is too quiet)
+  and a General MIDI soundfont found on disk. Missing tools skip that format with a warning, never a crash.
+* General MIDI instruments are chosen from the part names (`Violin` → 41, `Soprano` → Choir Aahs …) and written into
+  the MusicXML `<score-part>`s before the MIDI is made, so the audio sounds like the instrumentation.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from notagen.errors import ConversionError
+from notagen.io import atomic_write_bytes, atomic_write_text
+
+FORMATS = ("svg", "png", "midi", "wav")
+SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/share/soundfonts",
+                  "/usr/share/sounds/sf3", "~/.local/share/soundfonts", "/opt/homebrew/share/soundfonts")
+SOUNDFONT_PREFERENCE = ("FluidR3_GM.sf2", "default-GM.sf2", "TimGM6mb.sf2", "GeneralUser.sf2")
+PNG_WIDTH = 1200
+
+# Part-name keyword → General MIDI program (0-based). Checked in order, so specific names come first.
+GM_PROGRAMS: tuple[tuple[str, int], ...] = (
+    ("harpsichord", 6), ("cembalo", 6), ("clavichord", 7), ("celesta", 8), ("glockenspiel", 9),
+    ("organ", 19), ("accordion", 21), ("harmonium", 20), ("guitar", 24), ("lute", 24), ("mandolin", 25),
+    ("contrabass", 43), ("double bass", 43), ("doublebass", 43), ("kontrabass", 43), ("violone", 43),
+    ("violoncello", 42), ("cello", 42), ("viola", 41), ("violin", 40), ("fiddle", 40), ("strings", 48),
+    ("harp", 46), ("timpani", 47), ("piccolo", 72), ("flute", 73), ("flauto", 73), ("recorder", 74),
+    ("english horn", 69), ("cor anglais", 69), ("oboe", 68), ("bassoon", 70), ("fagott", 70), ("clarinet", 71),
+    ("saxophone", 65), ("horn", 60), ("corno", 60), ("trumpet", 56), ("tromba", 56), ("trombone", 57),
+    ("tuba", 58), ("soprano", 52), ("alto", 52), ("tenor", 52), ("baritone", 52), ("bass", 52), ("voice", 53),
+    ("voce", 53), ("canto", 52), ("choir", 52), ("chorus", 52), ("piano", 0), ("keyboard", 0),
+)
+
+
+@dataclass
+class RenderResult:
+    """Files written per format and the formats skipped (with the reason)."""
+
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    programs: dict[str, int] = field(default_factory=dict)
+    """Part id → General MIDI program (0-based) used for MIDI/WAV."""
+
+
+def gm_program(part_name: str) -> int:
+    """General MIDI program (0-based) for a part name; piano when nothing matches."""
+    name = part_name.lower()
+    for keyword, program in GM_PROGRAMS:
+        if re.search(rf"\b{re.escape(keyword)}", name):
+            return program
+    return 0
+
+
+def set_midi_programs(musicxml: str) -> tuple[str, dict[str, int]]:
+    """Write a `<midi-instrument>` (channel, program from the part name) into every `<score-part>`."""
+    try:
+        root = ET.fromstring(musicxml.encode("utf-8") if musicxml.lstrip().startswith("<?xml") else musicxml)
+    except ET.ParseError as error:
+        raise ConversionError(f"MusicXML is not well-formed: {error}") from error
+    programs: dict[str, int] = {}
+    channel = 0
+    for part in root.iter("score-part"):
+        part_id = part.get("id", f"P{len(programs) + 1}")
+        name = part.findtext("part-name") or ""
+        program = gm_program(name)
+        programs[part_id] = program
+        channel += 1
+        if channel == 10:  # channel 10 is percussion in General MIDI
+            channel += 1
+        instrument_id = f"{part_id}-I1"
+        for old in part.findall("midi-instrument") + part.findall("score-instrument"):
+            part.remove(old)
+        score_instrument = ET.SubElement(part, "score-instrument", id=instrument_id)
+        ET.SubElement(score_instrument, "instrument-name").text = name or "Piano"
+        midi = ET.SubElement(part, "midi-instrument", id=instrument_id)
+        ET.SubElement(midi, "midi-channel").text = str(min(channel, 16))
+        ET.SubElement(midi, "midi-program").text = str(program + 1)  # MusicXML counts programs from 1
+    # score-part children have a fixed order: part-name … score-instrument, midi-device, midi-instrument.
+    for part in root.iter("score-part"):
+        children = list(part)
+        order = {"score-instrument": 1, "midi-device": 2, "midi-instrument": 3}
+        children.sort(key=lambda child: order.get(child.tag, 0))
+        for child in list(part):
+            part.remove(child)
+        part.extend(children)
+    return ET.tostring(root, encoding="unicode"), programs
+
+
+def _toolkit():
+    import verovio
+
+    toolkit = verovio.toolkit()
+    toolkit.setOptions({"scale": 40, "pageWidth": 2100, "pageHeight": 2970, "adjustPageHeight": True,
+                        "footer": "none", "breaks": "auto"})
+    return toolkit
+
+
+def _load(toolkit, musicxml: str) -> None:
+    if not toolkit.loadData(musicxml):
+        raise ConversionError("verovio could not read the MusicXML")
+
+
+def render_svg_pages(musicxml: str) -> list[str]:
+    """One SVG document per page."""
+    toolkit = _toolkit()
+    _load(toolkit, musicxml)
+    return [toolkit.renderToSVG(page) for page in range(1, toolkit.getPageCount() + 1)]
+
+
+def render_midi(musicxml: str) -> bytes:
+    """Standard MIDI file bytes (instruments as set in the MusicXML score-parts)."""
+    toolkit = _toolkit()
+    _load(toolkit, musicxml)
+    data = toolkit.renderToMIDI()
+    if not data:
+        raise ConversionError("verovio produced no MIDI")
+    return base64.b64decode(data)
+
+
+def svg_to_png(svg_path: Path, png_path: Path, width: int = PNG_WIDTH) -> str | None:
+    """Rasterise one SVG page on a white background; None on success, else why not."""
+    rsvg = shutil.which("rsvg-convert")
+    tmp = png_path.with_name(f".{png_path.name}.tmp")
+    if rsvg:
+        result = subprocess.run([rsvg, "-w", str(width), "-b", "white", "-o", str(tmp), str(svg_path)],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode == 0 and tmp.is_file() and tmp.stat().st_size > 0:
+            os.replace(tmp, png_path)
+            return None
+        tmp.unlink(missing_ok=True)
+        reason = f"rsvg-convert failed: {' '.join(result.stderr.split())[:200]}"
+    else:
+        reason = "rsvg-convert not found"
+    try:
+        import cairosvg
+    except ImportError:
+        return f"{reason}; cairosvg not installed"
+    try:
+        data = cairosvg.svg2png(url=str(svg_path), output_width=width, background_color="white")
+    except (ValueError, OSError) as error:
+        return f"{reason}; cairosvg failed: {error}"
+    atomic_write_bytes(png_path, data)
+    return None
+
+
+def find_soundfont() -> Path | None:
+    """A General MIDI soundfont on disk ($NOTAGEN_SOUNDFONT first), preferring the better-known ones."""
+    env = os.environ.get("NOTAGEN_SOUNDFONT")
+    if env and Path(env).is_file():
+        return Path(env)
+    found: list[Path] = []
+    for directory in SOUNDFONT_DIRS:
+        path = Path(directory).expanduser()
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in (".sf2", ".sf3") and p.is_file()))
+    for preferred in SOUNDFONT_PREFERENCE:
+        for path in found:
+            if path.name == preferred:
+                return path
+    return found[0] if found else None
+
+
+def midi_to_wav(midi_path: Path, wav_path: Path, soundfont: Path | None = None) -> str | None:
+    """Synthesize with fluidsynth; None on success, else why the WAV was skipped."""
+    fluidsynth = shutil.which("fluidsynth")
+    if fluidsynth is None:
+        return "fluidsynth not found (install it, e.g. apt-get install --no-install-recommends fluidsynth)"
+    soundfont = soundfont or find_soundfont()
+    if soundfont is None:
+        return "no General MIDI soundfont found (set NOTAGEN_SOUNDFONT or install timgm6mb-soundfont)"
+    tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
+    command = [fluidsynth, "-ni", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(soundfont), str(midi_path)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        return "fluidsynth took longer than 10 minutes"
+    if result.returncode != 0 or not tmp.is_file() or tmp.stat().st_size <= 44:
+        tmp.unlink(missing_ok=True)
+        return f"fluidsynth failed: {' '.join((result.stderr or result.stdout).split())[:200]}"
+    os.replace(tmp, wav_path)
+    return None
+
+
+def render_score(musicxml: str, directory: Path, stem: str, formats: tuple[str, ...] | list[str] = FORMATS
+                 ) -> RenderResult:
+    """Write `stem`.svg/-N.svg, .png, .mid, .wav into `directory` (each file atomically) for the asked formats."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown render formats: {unknown}")
+    directory.mkdir(parents=True, exist_ok=True)
+    result = RenderResult()
+    musicxml, result.programs = set_midi_programs(musicxml)
+
+    svg_paths: list[Path] = []
+    if "svg" in formats or "png" in formats:
+        try:
+            pages = render_svg_pages(musicxml)
+        except ConversionError as error:
+            for fmt in ("svg", "png"):
+                if fmt in formats:
+                    result.skipped[fmt] = str(error)
+            pages = []
+        for number, svg in enumerate(pages, start=1):
+            name = f"{stem}.svg" if len(pages) == 1 else f"{stem}-{number}.svg"
+            svg_paths.append(atomic_write_text(directory / name, svg))
+        if "svg" in formats and svg_paths:
+            result.files["svg"] = list(svg_paths)
+    if "png" in formats and svg_paths:
+        pngs = []
+        for svg_path in svg_paths:
+            png_path = svg_path.with_suffix(".png")
+            reason = svg_to_png(svg_path, png_path)
+            if reason is not None:
+                result.skipped["png"] = reason
+                break
+            pngs.append(png_path)
+        if pngs and "png" not in result.skipped:
+            result.files["png"] = pngs
+    if "svg" not in formats:
+        for svg_path in svg_paths:
+            svg_path.unlink(missing_ok=True)
+
+    if "midi" in formats or "wav" in formats:
+        midi_path = directory / f"{stem}.mid"
+        try:
+            atomic_write_bytes(midi_path, render_midi(musicxml))
+        except ConversionError as error:
+            result.skipped["midi"] = str(error)
+            if "wav" in formats:
+                result.skipped["wav"] = f"no MIDI: {error}"
+        else:
+            if "midi" in formats:
+                result.files["midi"] = [midi_path]
+            if "wav" in formats:
+                wav_path = directory / f"{stem}.wav"
+                reason = midi_to_wav(midi_path, wav_path)
+                if reason is None:
+                    result.files["wav"] = [wav_path]
+                else:
+                    result.skipped["wav"] = reason
+            if "midi" not in formats:
+                midi_path.unlink(missing_ok=True)
+    return result
