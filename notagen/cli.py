@@ -37,6 +37,8 @@ COMMANDS: dict[str, str] = {
     "prompts": "notagen.generation.cli:prompts_command",
     "encoder train": "notagen.encoder.train:train_encoder_command",
     "eval": "notagen.metrics.evaluate:eval_command",
+    "serve": "notagen.serve.cli:serve_command",
+    "dpo": "notagen.dpo.loop:dpo_command",
 }
 
 # Short forms shared by every command that has such a parameter.

@@ -219,7 +219,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     raise TypeError(f"no coercion for {annotation!r}")
 
 
-def _unknown(key: str, known: typing.Iterable[str], where: str) -> ConfigError:
+def unknown_key_error(key: str, known: typing.Iterable[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, list(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
@@ -229,7 +229,7 @@ def _set(values: dict[str, Any], dotted: str, value: Any, where: str) -> None:
     """Coerce `value` to the type of the field at `dotted` and store it in `values` (model keys nested)."""
     parts = dotted.split(".")
     if parts[0] not in _TRAIN_FIELDS:
-        raise _unknown(parts[0], _TRAIN_FIELDS, where)
+        raise unknown_key_error(parts[0], _TRAIN_FIELDS, where)
     if parts[0] == "model":
         if len(parts) == 1:
             if not isinstance(value, dict):
@@ -246,7 +246,7 @@ def _set(values: dict[str, Any], dotted: str, value: Any, where: str) -> None:
         elif name in _MODEL_FIELDS:
             spec[name] = coerce(value, _hints(ModelConfig)[name], f"{where}: model.{name}")
         else:
-            raise _unknown(name, ["preset", *_MODEL_FIELDS], f"{where}: model")
+            raise unknown_key_error(name, ["preset", *_MODEL_FIELDS], f"{where}: model")
         return
     if len(parts) != 1:
         raise ConfigError(f"{where}: {parts[0]!r} has no sub-keys")

@@ -1,0 +1,215 @@
+"""CLaMP-DPO recipes: a typed `DPOConfig`, read from YAML and patched with `key=value` overrides.
+
+Values are checked with the training recipes' `coerce` (same syntax: `lr=1e-6`, `max_bars=null`,
+`policy_dropout=false`); `prompts` is `all` or a list of "period | composer | instrumentation" strings (on the
+command line separated by `;`). Mistakes are one `ConfigError` line naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from notagen.errors import ConfigError
+from notagen.train.recipe import coerce, field_docs, parse_override, unknown_key_error
+
+
+@dataclass
+class DPOConfig:
+    """Everything one CLaMP-DPO run needs; `notagen dpo RECIPE.yaml key=value…` fills it."""
+
+    init_checkpoint: str = ""
+    """Fine-tuned checkpoint that samples first and is the first reference model."""
+    reference: str = ""
+    """Dataset folder (`notagen data build`) whose pieces give the per-prompt centroids and the plagiarism set."""
+    reference_split: Literal["train", "eval", "all"] = "train"
+    """Split of the reference dataset used for centroids, label probes and the plagiarism checks."""
+    encoder: str | None = None
+    """Encoder directory or official CLaMP 2 / M3 .pth that scores pieces (None: the shipped encoder)."""
+    output_dir: str = "runs/dpo"
+    """Run folder: iter_k/{samples, scores.json, preferences.json, train_state.pt, checkpoint, eval.json}."""
+    prompts: list[str] = field(default_factory=lambda: ["all"])
+    """`all` (every registry prompt with at least min_reference_pieces reference pieces) or a list of
+    "period | composer | instrumentation" prompts."""
+    min_reference_pieces: int = 11
+    """With prompts=all, keep prompts with at least this many reference pieces (paper: more than 10)."""
+
+    samples_per_prompt: int = 100
+    """Pieces sampled per prompt and iteration (paper: ~100)."""
+    iterations: int = 3
+    """DPO iterations K (the released RL3 model: 3)."""
+    steps_per_iteration: int = 10000
+    """Optimizer steps per iteration (reference: 10,000)."""
+    batch_size: int = 1
+    """Pairs per optimizer step over all processes (reference: 1)."""
+    portion: float = 0.1
+    """Share of each prompt's ranking taken as chosen (top) and rejected (bottom)."""
+    lr: float = 1e-6
+    """AdamW learning rate (paper: 1e-6), constant."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (torch's default, as the reference)."""
+    beta: float = 0.1
+    """DPO β."""
+    lam: float = 10.0
+    """DPOP λ: weight of the penalty on lowering the chosen piece's log-probability."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm; 0 disables clipping."""
+    policy_dropout: bool = True
+    """Train the policy with its dropout on (as the reference); the reference model always runs in eval()."""
+
+    temperature: float = 1.2
+    """Sampling temperature."""
+    top_k: int = 9
+    """Sampling top-k (0: all)."""
+    top_p: float = 0.9
+    """Sampling top-p."""
+    max_chars: int | None = 102400
+    """Give up on a sample after this many characters (reference: 102,400)."""
+    max_bars: int | None = None
+    """Give up on a sample after this many bars."""
+    max_seconds: float | None = 1200.0
+    """Give up on a sample after this many seconds (reference: 20 minutes)."""
+    sample_batch_size: int = 8
+    """Pieces generated together."""
+    encoder_batch_size: int = 8
+    """Chunks embedded together by the encoder."""
+
+    alignment_filter: bool = True
+    """Chosen pieces must be valid with aligned bars."""
+    grouping_filter: bool = True
+    """Chosen pieces must keep the staves of one instrument together."""
+    plagiarism_filter: bool = True
+    """Chosen pieces may not copy a reference piece (cosine or memorisation index)."""
+    plagiarism_cosine: float = 0.95
+    """Encoder cosine to a single reference piece above which a piece counts as a copy."""
+    memorisation_bars: int = 4
+    """Bars in a row copied from one reference piece that count as a copy (0 disables the index)."""
+
+    final_eval: bool = True
+    """After the last iteration, sample and evaluate the final model too (iter_K: samples, scores, eval)."""
+    save_every: int = 500
+    """Optimizer steps between resumable saves of train_state.pt."""
+    log_every: int = 10
+    """Optimizer steps per line of the iteration's metrics.jsonl."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to sample, score and train (one GPU per process under torchrun)."""
+    seed: int = 0
+    """Seed of every random choice: samples, pairs, crops, dropout."""
+    progress: bool = True
+    """Show progress bars (rank 0 only)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("samples_per_prompt", "iterations", "batch_size", "lr", "sample_batch_size",
+                    "encoder_batch_size", "save_every", "log_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("steps_per_iteration", "weight_decay", "beta", "lam", "grad_clip", "memorisation_bars",
+                     "temperature", "top_k", "min_reference_pieces"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.portion <= 0.5:
+            raise ConfigError(f"portion must be in (0, 0.5], got {self.portion}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.prompts:
+            raise ConfigError("prompts is empty: use `all` or list prompts as 'period | composer | instrumentation'")
+
+    def check_runnable(self) -> None:
+        if not self.init_checkpoint:
+            raise ConfigError("no init_checkpoint: set it in the recipe or pass init_checkpoint=PATH")
+        if not self.reference:
+            raise ConfigError("no reference dataset: set `reference: PATH` or pass reference=PATH")
+
+    @property
+    def all_prompts(self) -> bool:
+        return [p.strip().lower() for p in self.prompts] == ["all"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(DPOConfig)}
+
+
+def _prompt_list(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        items = [part for part in value.split(";")]
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            if isinstance(item, dict):
+                missing = [k for k in ("period", "composer", "instrumentation") if not item.get(k)]
+                if missing:
+                    raise ConfigError(f"{where}: prompt {item!r} lacks {', '.join(missing)}")
+                items.append(f"{item['period']} | {item['composer']} | {item['instrumentation']}")
+            elif isinstance(item, str):
+                items.append(item)
+            else:
+                raise ConfigError(f"{where}: a prompt is a string or a mapping, got {item!r}")
+    else:
+        raise ConfigError(f"{where}: expected `all` or a list of prompts, got {value!r}")
+    items = [" ".join(item.split()) for item in items if item.strip()]
+    for item in items:
+        if item.lower() != "all" and item.count("|") != 2:
+            raise ConfigError(f"{where}: prompt {item!r} is not 'period | composer | instrumentation'")
+    return items
+
+
+def _set(values: dict[str, Any], key: str, value: Any, where: str) -> None:
+    if key not in _FIELDS:
+        raise unknown_key_error(key, _FIELDS, where)
+    if key == "prompts":
+        values[key] = _prompt_list(value, f"{where}: prompts")
+    else:
+        values[key] = coerce(value, typing.get_type_hints(DPOConfig)[key], f"{where}: {key}")
+
+
+def load_dpo_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> DPOConfig:
+    """Read a YAML recipe (None: defaults only) and apply `key=value` overrides, in order."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"cannot read recipe {path}: {error.strerror}") from error
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"recipe {path}{line}: {getattr(error, 'problem', None) or 'invalid YAML'}") \
+                from error
+        loaded = loaded or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"recipe {path}: expected a mapping of keys to values")
+        for key, value in loaded.items():
+            _set(values, str(key), value, f"recipe {path}")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(values, key, value, f"override {text!r}")
+    return DPOConfig(**values)
+
+
+def dump_dpo_recipe(config: DPOConfig) -> str:
+    """The config as YAML that `load_dpo_recipe` reads back to an equal config."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def keys_help() -> str:
+    """One line per recipe key: name, default and what it does (for `notagen dpo --help`)."""
+    defaults = DPOConfig().to_dict()
+    lines = []
+    for name, doc in field_docs(DPOConfig).items():
+        lines.append(f"  {name} ({defaults.get(name)}): {doc.split('. ')[0].rstrip('.')}")
+    return "\n".join(lines)
+
+
+__all__ = ["DPOConfig", "dump_dpo_recipe", "keys_help", "load_dpo_recipe"]
