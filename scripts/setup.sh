@@ -14,6 +14,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # Audio (fluidsynth + a small General MIDI soundfont), SVG → PNG, and venv support. --no-install-recommends keeps
 # fluidsynth at ~11 MB instead of ~250 MB.
 packages="fluidsynth timgm6mb-soundfont librsvg2-bin python3-venv"
+# The studio's browser test drives headless Chromium through chromedriver (WebDriver over HTTP).
+if [ "${1:-}" = "--test" ]; then packages="$packages chromium chromium-driver"; fi
 missing=""
 for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
