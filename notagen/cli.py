@@ -115,7 +115,7 @@ def _add_parameter(parser: argparse.ArgumentParser, param: inspect.Parameter, hi
     else:
         default = param.default
         kwargs["default"] = default
-        if default is not None and default != [] and kwargs.get("help") is not None:
+        if default not in (None, "", []) and kwargs.get("help") is not None:
             kwargs["help"] += f" (default: {default})"
         flags = [flag] + ([SHORT_OPTIONS[param.name]] if param.name in SHORT_OPTIONS else [])
         parser.add_argument(*flags, dest=param.name, **kwargs)

@@ -97,9 +97,14 @@ def set_midi_programs(musicxml: str) -> tuple[str, dict[str, int]]:
 
 
 def _toolkit():
+    from importlib.resources import files
+
     import verovio
 
     toolkit = verovio.toolkit()
+    # verovio 6 finds its fonts by itself only in the first thread that makes a toolkit; in any other thread
+    # (the studio's workers) loadData fails with "Bravura font could not be loaded" unless told where they are.
+    toolkit.setResourcePath(str(files("verovio") / "data"))
     toolkit.setOptions({"scale": 40, "pageWidth": 2100, "pageHeight": 2970, "adjustPageHeight": True,
                         "footer": "none", "breaks": "auto"})
     return toolkit

@@ -1,0 +1,330 @@
+"""The notagen studio: a FastAPI app serving an HTTP API (OpenAPI at /docs) and its own single page.
+
+`create_app` loads the model once; a `JobManager` runs generation jobs on a bounded pool of worker threads that
+share it. Results are written under `OUTPUT/jobs/<job id>/` and served only from there: every file name is
+resolved and checked to lie inside the job's folder, so `../`, encoded variants and absolute paths get a 404.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from notagen import __version__
+from notagen.errors import NotaGenError
+from notagen.generation.cli import (
+    continuation_text,
+    open_checkpoint,
+    pick_device,
+    prompt_context,
+    resolve_prompt,
+    with_prompt,
+)
+from notagen.serve.jobs import JobManager, QueueFullError
+from notagen.serve.runner import PieceRunner
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+UPLOAD_SUFFIXES = (".abc", ".xml", ".musicxml", ".mxl", ".mid", ".midi")
+MAX_PIECES = 8
+MAX_BARS = 1024
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the JSON request field, on top of the file itself
+MEDIA_TYPES = {".abc": "text/plain; charset=utf-8", ".json": "application/json",
+               ".musicxml": "application/vnd.recordare.musicxml+xml", ".mid": "audio/midi", ".wav": "audio/wav",
+               ".png": "image/png", ".svg": "image/svg+xml", ".xml": "application/xml", ".mxl": "application/zip",
+               ".midi": "audio/midi"}
+
+
+# -- request schema -------------------------------------------------------------------------------------------
+
+
+class PromptIn(BaseModel):
+    """A (period, composer, instrumentation) prompt; fields left out match anything if one entry remains."""
+
+    model_config = ConfigDict(extra="forbid")
+    period: str | None = Field(None, max_length=200, examples=["Romantic"])
+    composer: str | None = Field(None, max_length=200, examples=["Chopin, Frederic"])
+    instrumentation: str | None = Field(None, max_length=200, examples=["Keyboard"])
+
+
+class SamplingIn(BaseModel):
+    """How characters are drawn (the official settings by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(1.2, ge=0, le=10)
+    top_k: int = Field(9, ge=0, le=128, description="0 keeps all characters; 1 is greedy")
+    top_p: float = Field(0.9, gt=0, le=1)
+    order: Literal["reference", "standard"] = "reference"
+
+
+class JobRequest(BaseModel):
+    """A generation job. As multipart/form-data, send this JSON in a `request` field and the beginning to
+    continue (ABC, MusicXML or MIDI) in a `file` field."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: PromptIn | None = Field(None, description="null: unconditional")
+    sampling: SamplingIn = Field(default_factory=SamplingIn)
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the first piece; piece i uses seed + i")
+    n: int = Field(1, ge=1, le=MAX_PIECES, description="pieces to write")
+    max_bars: int | None = Field(32, ge=1, le=MAX_BARS, description="stop a piece after this many bars")
+    max_seconds: float | None = Field(None, gt=0, description="stop a piece after this many seconds "
+                                                                "(capped by the server)")
+    retries: int = Field(0, ge=0, le=5, description="regenerations of an invalid piece, with the next seed")
+
+
+def _busy(queue_size: int) -> JSONResponse:
+    return JSONResponse({"detail": f"the queue is full ({queue_size} jobs waiting); retry later"}, status_code=429,
+                        headers={"Retry-After": "2"})
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "request"
+        parts.append(f"{where}: {item['msg']}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _safe_upload_name(name: str | None) -> str:
+    base = re.split(r"[\\/]", name or "")[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")[-80:]
+    return cleaned or "upload"
+
+
+# -- app ------------------------------------------------------------------------------------------------------
+
+
+def create_app(checkpoint: Path | None, output_dir: Path, workers: int = 1, queue_size: int = 16,
+               max_upload_bytes: int = 2_000_000, device: str = "auto",
+               max_piece_seconds: float = 600.0) -> FastAPI:
+    """The studio app: loads `checkpoint` once (CheckpointError, one line, when there is none or it is bad).
+
+    Jobs run on `workers` threads; at most `queue_size` wait (more → 429). Uploads above `max_upload_bytes` → 413.
+    Every piece stops after `max_piece_seconds`, whatever the request asks.
+    """
+    output_dir = Path(output_dir)
+    chosen_device = pick_device(device)
+    loaded = open_checkpoint(checkpoint, device=chosen_device)
+    registry = [dict(entry) for entry in loaded.prompts]
+    runner = PieceRunner(loaded, output_dir, chosen_device)
+    manager = JobManager(runner, output_dir, workers=workers, queue_size=queue_size)
+    runner.manager = manager
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        manager.start()
+        try:
+            yield
+        finally:
+            manager.close()
+
+    # /docs is an offline page reading /openapi.json; FastAPI's Swagger UI (scripts from a CDN) is /docs/swagger.
+    app = FastAPI(title="notagen studio", version=__version__, lifespan=lifespan, docs_url="/docs/swagger",
+                  redoc_url=None, description="Generate symbolic music with a NotaGen-style model, "
+                                              "then see and hear it.")
+    _add_request_schemas(app)
+    app.state.manager = manager
+    app.state.runner = runner
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.middleware("http")
+    async def limit_upload_size(request: Request, call_next):
+        # Refuse a body that announces itself too large before the multipart parser spools it to disk.
+        if request.method == "POST" and request.url.path == "/api/jobs":
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_upload_bytes + FORM_OVERHEAD:
+                return JSONResponse({"detail": f"upload too large: {int(length)} bytes "
+                                               f"(limit {max_upload_bytes})"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> FileResponse:
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html")
+
+    @app.get("/api/health", tags=["studio"])
+    def health() -> dict[str, Any]:
+        """Is the server up, which model does it serve, how busy is it."""
+        return {"status": "ok", "version": __version__, "model": runner.model_info["source"],
+                "device": chosen_device, "jobs": manager.counts()}
+
+    @app.get("/api/models", tags=["studio"])
+    def models() -> dict[str, Any]:
+        """The loaded model (one per server): source, size, configuration, prompt registry size."""
+        return {"models": [{"id": "default", **runner.model_info, "prompts": len(registry),
+                            "unconditional_only": not registry}]}
+
+    @app.get("/api/prompts", tags=["studio"])
+    def prompts() -> dict[str, Any]:
+        """The (period, composer, instrumentation) prompts the model was trained with; empty: unconditional."""
+        return {"registry": bool(registry), "prompts": registry}
+
+    @app.post("/api/jobs", status_code=202, tags=["jobs"], openapi_extra={"requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "request": {"type": "string", "description": "a JobRequest as JSON"},
+                "file": {"type": "string", "format": "binary",
+                         "description": f"beginning to continue ({', '.join(UPLOAD_SUFFIXES)})"}}}},
+        }}})
+    async def create_job(request: Request) -> JSONResponse:
+        """Queue a generation job (202 with its id); 400 for a bad prompt or upload, 413 too large, 429 busy."""
+        if manager.counts()["queued"] >= queue_size:  # early, before reading an upload (submit checks again)
+            return _busy(queue_size)
+        content_type = request.headers.get("content-type", "")
+        upload: UploadFile | None = None
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=4)
+            raw = form.get("request") or "{}"
+            file = form.get("file")
+            if isinstance(file, UploadFile) and (file.filename or file.size):
+                upload = file
+            elif file is not None and not isinstance(file, UploadFile) and file:
+                raise HTTPException(400, "the 'file' field must be a file upload")
+            if not isinstance(raw, str):
+                raise HTTPException(400, "the 'request' field must be JSON text")
+        else:
+            raw = (await request.body()).decode("utf-8", errors="replace") or "{}"
+        try:
+            body = JobRequest.model_validate(json.loads(raw))
+        except json.JSONDecodeError as error:
+            raise HTTPException(400, f"request is not JSON: {error}") from error
+        except ValidationError as error:
+            raise HTTPException(422, _validation_message(error)) from error
+        given = body.prompt or PromptIn()
+        fields = [(value or "").strip() or None for value in (given.period, given.composer, given.instrumentation)]
+        try:
+            prompt = resolve_prompt(*fields, registry)
+        except NotaGenError as error:
+            raise HTTPException(400, str(error)) from error
+        if prompt is not None:
+            prompt = {key: prompt[key] for key in ("period", "composer", "instrumentation")}
+        context = prompt_context(prompt)
+        upload_name = upload_bytes = None
+        if upload is not None:
+            upload_name = _safe_upload_name(upload.filename)
+            suffix = Path(upload_name).suffix.lower()
+            if suffix not in UPLOAD_SUFFIXES:
+                raise HTTPException(400, f"{upload_name}: unsupported file type (use {', '.join(UPLOAD_SUFFIXES)})")
+            upload_bytes = await upload.read(max_upload_bytes + 1)
+            if len(upload_bytes) > max_upload_bytes:
+                raise HTTPException(413, f"{upload_name}: upload too large (limit {max_upload_bytes} bytes)")
+            if not upload_bytes.strip():
+                raise HTTPException(400, f"{upload_name}: the file is empty")
+            beginning = await run_in_threadpool(_read_beginning, upload_name, upload_bytes, body.max_bars)
+            context = with_prompt(prompt, beginning)
+        max_seconds = min(body.max_seconds or max_piece_seconds, max_piece_seconds)
+        spec = {"prompt": prompt, "sampling": body.sampling.model_dump(), "seed": body.seed, "n": body.n,
+                "max_bars": body.max_bars, "max_seconds": max_seconds, "retries": body.retries,
+                "continue_from": upload_name}
+        try:
+            job = manager.submit(spec, work=context)
+        except QueueFullError:
+            return _busy(queue_size)
+        if upload_name is not None and upload_bytes is not None:
+            folder = runner.job_dir(job.id)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"beginning{Path(upload_name).suffix.lower()}").write_bytes(upload_bytes)
+        return JSONResponse(manager.snapshot(job.id), status_code=202)
+
+    @app.get("/api/jobs", tags=["jobs"])
+    def list_jobs(limit: int = Query(200, ge=1, le=100_000)) -> dict[str, Any]:
+        """The jobs this output folder has seen (the history survives restarts), newest first."""
+        return {"jobs": manager.history()[:limit]}
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"])
+    def get_job(job_id: str) -> dict[str, Any]:
+        """A job's state, progress (bars, chars/s) and, when done, its pieces and their files."""
+        snapshot = manager.snapshot(job_id)
+        if snapshot is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        snapshot["files_url"] = f"/api/jobs/{job_id}/files/"
+        return snapshot
+
+    def cancel(job_id: str) -> dict[str, Any]:
+        if manager.cancel(job_id) is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        snapshot = manager.snapshot(job_id)
+        assert snapshot is not None
+        return snapshot
+
+    app.post("/api/jobs/{job_id}/cancel", tags=["jobs"], summary="Cancel a job")(cancel)
+    app.delete("/api/jobs/{job_id}", tags=["jobs"], summary="Cancel a job (same as POST …/cancel)")(cancel)
+
+    @app.get("/api/jobs/{job_id}/files/{name:path}", tags=["jobs"])
+    def job_file(job_id: str, name: str, download: bool = False) -> FileResponse:
+        """A file a job wrote (`<piece>/<piece>.wav` …); nothing outside the job's folder is ever served."""
+        if manager.get(job_id) is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        target = _inside(runner.job_dir(job_id), name)
+        if target is None:
+            raise HTTPException(404, f"no file {name!r} in job {job_id}")
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+        media_type = MEDIA_TYPES.get(target.suffix.lower(), "application/octet-stream")
+        if download:
+            return FileResponse(target, media_type=media_type, filename=target.name, headers=headers)
+        return FileResponse(target, media_type=media_type, headers=headers)
+
+    return app
+
+
+def _add_request_schemas(app: FastAPI) -> None:
+    """Put JobRequest and its parts into the OpenAPI components (the job endpoint parses its body itself, since it
+    takes JSON or multipart, so FastAPI does not see the model)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()  # FastAPI keeps it in app.openapi_schema; the additions below stay in it
+            job = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(job.pop("$defs", {}))
+            schemas["JobRequest"] = job
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _inside(base: Path, name: str) -> Path | None:
+    """`base/name` if it is an existing file inside `base` once every link and `..` is resolved, else None."""
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return None
+    root = base.resolve()
+    try:
+        target = (root / name).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if not target.is_relative_to(root) or not target.is_file():
+        return None
+    return target
+
+
+def _read_beginning(name: str, data: bytes, remaining: int | None) -> str:
+    """An uploaded score → the continuation context; a 400 with the converter's one-line reason if malformed."""
+    with tempfile.TemporaryDirectory(prefix="notagen-upload-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        try:
+            return continuation_text(path, remaining=remaining)
+        except NotaGenError as error:
+            # Name the user's file, not our temporary folders (the MIDI reader makes one of its own).
+            message = str(error).replace(str(path), name).replace(folder + "/", "")
+            message = re.sub(r"\S*notagen-(?:upload|midi)-[^/\s]*/", "", message)
+            raise HTTPException(400, " ".join(message.split())) from error
+
+
+__all__ = ["create_app", "JobRequest", "PromptIn", "SamplingIn"]
