@@ -103,8 +103,8 @@ def _add_parameter(parser: argparse.ArgumentParser, param: inspect.Parameter, hi
         return
     if origin is list:
         kwargs["type"] = _converter(typing.get_args(annotation)[0])
-        # A positional `overrides` list may be empty (key=value pairs); other positional lists need one value.
-        kwargs["nargs"] = "*" if (not positional or param.name == "overrides") else "+"
+        # Lists may be empty (e.g. `data build --corpus music21` has no input paths); the command checks.
+        kwargs["nargs"] = "*"
     elif origin is Literal:
         kwargs["choices"] = list(typing.get_args(annotation))
         kwargs["type"] = type(kwargs["choices"][0])

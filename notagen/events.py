@@ -88,10 +88,13 @@ def _add_note(events: list[list], open_ties: dict[int, list[int]], onset: Fracti
     ties = {tie.get("type") for tie in note.findall("tie")}
     if not ties:  # some writers only give the notation
         ties = {tied.get("type") for tied in note.findall("notations/tied")}
-    if "stop" in ties and open_ties.get(pitch):
-        candidates = open_ties[pitch]
+    candidates = open_ties.get(pitch)
+    # A tie start whose stop is missing (some editors write none) still joins the next note of that pitch that
+    # begins where it ends, as xml2abc and notation programs read it; otherwise such scores fail verification.
+    adjoining = next((i for i in reversed(candidates or []) if events[i][0] + events[i][2] == onset), None)
+    if candidates and ("stop" in ties or adjoining is not None):
         # The tied-from note ends where this one starts; fall back to the latest open tie of this pitch.
-        index = next((i for i in reversed(candidates) if events[i][0] + events[i][2] == onset), candidates[-1])
+        index = adjoining if adjoining is not None else candidates[-1]
         events[index][2] += duration
         if "start" not in ties:
             candidates.remove(index)

@@ -29,7 +29,7 @@ from notagen.errors import CheckpointError, ConfigError
 from notagen.io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "notagen-encoder"
-DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "models" / "encoder-small"
+DEFAULT_ENCODER_DIR = Path(__file__).resolve().parent.parent / "models" / "encoder"
 
 # Tensors the official files carry that our module does not need.
 _IGNORED = re.compile(

@@ -1,0 +1,110 @@
+"""Input discovery: files, folders, multi-tune ABC, bad inputs, and the music21 corpus policy."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from collections import Counter
+
+from notagen.data.sources import (
+    MAX_FILE_BYTES,
+    dedupe_ids,
+    discover_inputs,
+    discover_music21_corpus,
+    make_piece_id,
+    music21_corpus_dir,
+    split_abc_tunes,
+)
+
+CORPUS = music21_corpus_dir()
+
+
+def test_split_abc_tunes_keeps_header_and_every_tune():
+    text = "% a comment\n%%directive\n\nX: 1\nT:A\nK:C\nCDEF|\n\n\nX:2\nT:B\nK:G\nGABc|\n"
+    header, tunes = split_abc_tunes(text)
+    assert header.startswith("% a comment")
+    assert [t.splitlines()[1] for t in tunes] == ["T:A", "T:B"]
+    assert tunes[0].endswith("CDEF|\n")
+
+
+def test_multi_tune_abc_gives_one_job_per_tune(tmp_path):
+    folder = tmp_path / "folk"
+    folder.mkdir()
+    shutil.copy(CORPUS / "miscFolk" / "americanfifeopus.abc", folder / "fife.abc")
+    found = discover_inputs([folder])
+    assert len(found.jobs) == 56 and not found.skips
+    third = found.jobs[2]
+    assert third.source.endswith("fife.abc#3") and third.tune == 3 and third.piece_id == "fife-0003"
+    assert third.text.lstrip().startswith("X:") and third.collection == "folk"
+    assert len({j.hash for j in found.jobs}) == 56
+
+
+def test_bad_inputs_are_skipped_with_a_reason(tmp_path):
+    (tmp_path / "empty.xml").write_bytes(b"")
+    (tmp_path / "binary.abc").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "notxml.xml").write_text("this is not xml at all\n")
+    (tmp_path / "html.xml").write_text("<html><body>hi</body></html>\n")
+    (tmp_path / "corrupt.mxl").write_bytes(b"PK\x03\x04 definitely not a zip file")
+    (tmp_path / "truncated.mxl").write_bytes((CORPUS / "bach" / "bwv66.6.mxl").read_bytes()[:300])
+    (tmp_path / "notes.txt").write_text("ignored inside folders")
+    huge = tmp_path / "huge.abc"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)
+    found = discover_inputs([tmp_path, tmp_path / "missing.xml", tmp_path / "notes.txt"])
+    reasons = {s.source.rsplit("/", 1)[-1]: s.reason for s in found.skips}
+    assert reasons["empty.xml"] == "empty file"
+    assert reasons["binary.abc"].startswith("binary file")
+    assert reasons["notxml.xml"].startswith("not XML")
+    assert reasons["html.xml"].startswith("not a score")
+    assert reasons["corrupt.mxl"].startswith("corrupt .mxl")
+    assert reasons["truncated.mxl"].startswith("corrupt .mxl")
+    assert reasons["huge.abc"].startswith("too large")
+    assert reasons["missing.xml"] == "no such file or folder"
+    assert reasons["notes.txt"].startswith("unsupported file type")
+    assert not found.jobs and not any(s.policy for s in found.skips)
+
+
+def test_valid_mxl_and_utf16_xml_pass_preflight(tmp_path):
+    shutil.copy(CORPUS / "bach" / "bwv66.6.mxl", tmp_path / "a.mxl")
+    utf16 = next(p for p in sorted((CORPUS / "trecento").glob("*.xml")) if p.read_bytes()[:2] == b"\xff\xfe")
+    shutil.copy(utf16, tmp_path / "b.xml")
+    found = discover_inputs([tmp_path])
+    assert [j.format for j in found.jobs] == ["mxl", "musicxml"] and not found.skips
+    with zipfile.ZipFile(tmp_path / "a.mxl") as archive:
+        assert archive.testzip() is None
+
+
+def test_piece_ids_are_safe_and_unique():
+    assert make_piece_id("bach/bwv66.6.mxl") == "bach-bwv66.6"
+    assert make_piece_id("my folder/a tune.abc", 7) == "my_folder-a_tune-0007"
+    found = discover_inputs([CORPUS / "schumann_robert" / "dichterliebe_no2.xml"])
+    job = found.jobs[0]
+    twins = dedupe_ids([job, job.__class__(**{**job.__dict__, "hash": "0123456789abcdef"})])
+    assert twins[0].piece_id == "dichterliebe_no2" and twins[1].piece_id == "dichterliebe_no2_01234567"
+
+
+def test_music21_corpus_policy():
+    found = discover_music21_corpus()
+    per_collection = Counter(j.collection for j in found.jobs)
+    assert per_collection["bach"] == 410 and per_collection["palestrina"] == 1318
+    assert per_collection["josquin"] == 8 and all(j.merge_tunes for j in found.jobs if j.collection == "josquin")
+    assert per_collection["oneills1850"] == 2009 and per_collection["ryansMammoth"] == 1059
+    assert "essenFolksong" not in per_collection and "demos" not in per_collection
+    assert "leadSheet" not in per_collection and "nottingham-dataset" not in per_collection
+    sources = {j.source for j in found.jobs}
+    assert "music21/corpus/bach/bwv277.mxl" in sources and "music21/corpus/bach/bwv277.krn" not in sources
+    assert not any(s.endswith(".rntxt") for s in sources)
+    assert sum("opus18no1" in s and s.endswith(".krn") for s in sources) == 0
+    skipped = {s.source: s for s in found.skips}
+    assert skipped["music21/corpus/bach/bwv277.krn"].policy
+    assert "duplicate encoding" in skipped["music21/corpus/schumann_robert/dichterliebe_no2.xml"].reason
+    assert all(s.policy for s in found.skips)  # nothing in the shipped corpus is unreadable
+    assert "non-commercial" in skipped["music21/corpus/essenFolksong/han1.abc"].reason
+    palestrina = next(j for j in found.jobs if j.collection == "palestrina")
+    assert "John Miller" in palestrina.licence
+
+
+def test_music21_corpus_with_essen():
+    found = discover_music21_corpus(include_essen=True)
+    essen = [j for j in found.jobs if j.collection == "essenFolksong"]
+    assert len(essen) > 8000 and "non-commercial" in essen[0].licence
