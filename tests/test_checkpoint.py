@@ -30,15 +30,6 @@ TINY = ModelConfig.preset("tiny")
 PROMPTS = [{"period": "Baroque", "composer": "Bach, Johann Sebastian", "instrumentation": "Choral", "count": 12}]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast, and far faster when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def official_layout(hidden: int, patch_length: int, patch_layers: int, char_layers: int,
                     patch_size: int = 16) -> dict[str, tuple[int, ...]]:
     """Key → shape of an official NotaGen state dict, written out from format-and-model.md §3.4."""

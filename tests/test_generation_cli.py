@@ -25,14 +25,6 @@ SCRIPT_UNITS = ["%end\n", "L:1/4\n", "M:4/4\n", "K:C\n", 'V:1 treble nm="Violin"
                 "[r:1][V:1]cdef", "|[V:2]C,D,E,F,|\n", "[r:1/0][V:1]g4", "|[V:2]C,4|]\n"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)

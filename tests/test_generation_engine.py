@@ -17,15 +17,6 @@ CONTINUATION = ("L:1/8\nM:4/4\nK:C\n"
                 "[r:0/3][V:1]abcd|[V:2]cdef|\n[r:1/2][V:1]abcd|[V:2]cdef|\n[r:2/1][V:1]gfed|[V:2]cBAG|\n[r:3/0][V:1]ab")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead; extra threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class LineBias:
     """Wraps the char logits of a random model so it writes short units and lines (EOS, bar lines, newlines).
 

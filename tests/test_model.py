@@ -20,15 +20,6 @@ TINY = ModelConfig.preset("tiny")  # hidden 64, 1 head, 2 + 1 layers, 64 patches
 TWO_HEADS = ModelConfig.preset("tiny", hidden_size=128)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is as fast, and far faster when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def encode(name: str, patch_length: int = 64) -> list[list[int]]:
     text = (FIXTURES / name).read_text(encoding="utf-8")
     return Patchilizer(patch_length=patch_length).encode_train(text, rng=random.Random(0))

@@ -29,15 +29,6 @@ CONFIG = ModelConfig(patch_length=64, patch_layers=2, char_layers=1, hidden_size
 TOLERANCE = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is as fast, and far faster when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def gpt2_config(layers: int, positions: int, hidden: int, vocab: int) -> transformers.GPT2Config:
     """GPT2Config as the reference builds it: GPT-2 defaults except these sizes (heads = hidden // 64)."""
     return transformers.GPT2Config(

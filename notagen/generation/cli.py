@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from notagen.errors import CheckpointError, ConversionError, InputError, PromptError
-from notagen.io import atomic_write_json, atomic_write_text
+from notagen.io import atomic_write_json, atomic_write_text, content_hash
 
 OUTPUT_FORMATS = ("abc", "musicxml", "midi", "svg", "png", "wav")
 
@@ -196,6 +196,40 @@ class _ProgressPrinter:
             print(file=sys.stderr, flush=True)
 
 
+def model_summary(loaded: Any, device: Any) -> dict:
+    """What a manifest says about the model that wrote a piece."""
+    return {"source": loaded.info.get("source"), "format": loaded.info.get("format"),
+            "parameters": loaded.info.get("parameters"), "dtype": loaded.info.get("dtype"),
+            "config": loaded.config.to_dict(), "device": str(device)}
+
+
+def piece_name(index: int, result: Any) -> str:
+    """Folder and file stem of the index-th piece: its number and the seed that wrote it."""
+    return f"piece-{index + 1:03d}-seed{result.attempts[-1].seed}"
+
+
+def piece_manifest(name: str, result: Any, requested_seed: int, sampling: Any, limits: Any, model_info: dict,
+                   **extra: Any) -> dict:
+    """The JSON manifest of one piece (prompt, seeds, sampling, limits, model, timings, validity, attempts).
+
+    `extra` adds caller fields (prompt, continue_from, job) in front of the common ones.
+    """
+    piece = result.piece
+    return {
+        "name": name, **extra, "seed": result.attempts[-1].seed, "requested_seed": requested_seed,
+        "sampling": sampling.to_dict(), "limits": asdict(limits), "model": model_info,
+        "stop_reason": piece.stop_reason, "bars": piece.bars, "patches": piece.patches,
+        "rewindows": piece.rewindows, "chars": len(piece.generated),
+        "timings": {"generate_seconds": round(piece.seconds, 3),
+                    "chars_per_second": round(piece.chars_per_second, 1),
+                    "all_attempts_seconds": round(sum(a.seconds for a in result.attempts), 3)},
+        "valid": result.finished.valid, "error": result.finished.error,
+        "validity": result.finished.validity, "retries": result.retries,
+        "attempts": [attempt.to_dict() for attempt in result.attempts],
+        "hash": content_hash(result.finished.raw),
+    }
+
+
 def write_piece(directory: Path, name: str, result: Any, formats: list[str], manifest: dict) -> dict:
     """Write one piece's folder and return its manifest (with the file list).
 
@@ -288,7 +322,6 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
     from notagen.generation.engine import GenerationEngine, GenerationLimits, PieceRequest
     from notagen.generation.postprocess import generate_checked
     from notagen.generation.sampling import SamplingSettings
-    from notagen.io import content_hash
 
     if n < 1:
         raise InputError(f"-n must be at least 1, got {n}")
@@ -316,28 +349,14 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
                                    progress=printer)
     finally:
         printer.close()
-    model_info = {"source": loaded.info.get("source"), "format": loaded.info.get("format"),
-                  "parameters": loaded.info.get("parameters"), "dtype": loaded.info.get("dtype"),
-                  "config": loaded.config.to_dict(), "device": str(engine.device)}
+    model_info = model_summary(loaded, engine.device)
     output.mkdir(parents=True, exist_ok=True)
     summary = []
     for index, result in enumerate(results):
         piece = result.piece
-        name = f"piece-{index + 1:03d}-seed{result.attempts[-1].seed}"
-        manifest = {
-            "name": name, "prompt": prompt, "continue_from": str(continue_from) if continue_from else None,
-            "seed": result.attempts[-1].seed, "requested_seed": requests[index].seed,
-            "sampling": sampling.to_dict(), "limits": asdict(limits), "model": model_info,
-            "stop_reason": piece.stop_reason, "bars": piece.bars, "patches": piece.patches,
-            "rewindows": piece.rewindows, "chars": len(piece.generated),
-            "timings": {"generate_seconds": round(piece.seconds, 3),
-                        "chars_per_second": round(piece.chars_per_second, 1),
-                        "all_attempts_seconds": round(sum(a.seconds for a in result.attempts), 3)},
-            "valid": result.finished.valid, "error": result.finished.error,
-            "validity": result.finished.validity, "retries": result.retries,
-            "attempts": [attempt.to_dict() for attempt in result.attempts],
-            "hash": content_hash(result.finished.raw),
-        }
+        name = piece_name(index, result)
+        manifest = piece_manifest(name, result, requests[index].seed, sampling, limits, model_info,
+                                  prompt=prompt, continue_from=str(continue_from) if continue_from else None)
         manifest = write_piece(output, name, result, list(formats), manifest)
         summary.append({"name": name, "valid": manifest["valid"], "stop_reason": piece.stop_reason,
                         "bars": piece.bars, "retries": result.retries, "files": manifest["files"]})

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from notagen.checkpoint import Checkpoint
-from notagen.generation.cli import OUTPUT_FORMATS, write_piece
+from notagen.generation.cli import OUTPUT_FORMATS, model_summary, piece_manifest, piece_name, write_piece
 from notagen.generation.engine import GenerationEngine, GenerationLimits, PieceRequest, Progress
 from notagen.generation.postprocess import generate_checked
 from notagen.generation.sampling import SamplingSettings
-from notagen.io import content_hash
 from notagen.serve.jobs import Job, JobManager
 
 JOBS_DIR = "jobs"
@@ -39,10 +37,7 @@ class PieceRunner:
         self._local = threading.local()
         self.engines: list[GenerationEngine] = []
         """One per worker thread that has run a job; all over the same model object."""
-        info = checkpoint.info
-        self.model_info = {"source": info.get("source"), "format": info.get("format"),
-                           "parameters": info.get("parameters"), "dtype": info.get("dtype"),
-                           "config": checkpoint.config.to_dict(), "device": device}
+        self.model_info = model_summary(checkpoint, device)
 
     def engine(self) -> GenerationEngine:
         engine = getattr(self._local, "engine", None)
@@ -89,21 +84,10 @@ class PieceRunner:
             self._progress(job, phase="rendering", rendering=index + 1)
             piece = result.piece
             seed = result.attempts[-1].seed
-            name = f"piece-{index + 1:03d}-seed{seed}"
-            manifest = {
-                "name": name, "job": job.id, "prompt": spec.get("prompt"),
-                "continue_from": spec.get("continue_from"), "seed": seed, "requested_seed": requests[index].seed,
-                "sampling": sampling.to_dict(), "limits": asdict(limits), "model": self.model_info,
-                "stop_reason": piece.stop_reason, "bars": piece.bars, "patches": piece.patches,
-                "rewindows": piece.rewindows, "chars": len(piece.generated),
-                "timings": {"generate_seconds": round(piece.seconds, 3),
-                            "chars_per_second": round(piece.chars_per_second, 1),
-                            "all_attempts_seconds": round(sum(a.seconds for a in result.attempts), 3)},
-                "valid": result.finished.valid, "error": result.finished.error,
-                "validity": result.finished.validity, "retries": result.retries,
-                "attempts": [attempt.to_dict() for attempt in result.attempts],
-                "hash": content_hash(result.finished.raw),
-            }
+            name = piece_name(index, result)
+            manifest = piece_manifest(name, result, requests[index].seed, sampling, limits, self.model_info,
+                                      job=job.id, prompt=spec.get("prompt"),
+                                      continue_from=spec.get("continue_from"))
             with _RENDER_LOCK:
                 manifest = write_piece(directory, name, result, list(OUTPUT_FORMATS), manifest)
             pieces.append({"name": name, "seed": seed, "valid": manifest["valid"], "error": manifest["error"],
