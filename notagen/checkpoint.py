@@ -22,7 +22,7 @@ import re
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -103,11 +103,15 @@ def _listing(keys: list[str]) -> str:
     return ", ".join(keys[:SHOWN]) + more
 
 
-def check_state_dict(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], source: str) -> None:
-    """Raise one CheckpointError line naming missing/unexpected keys and mismatched shapes, if any."""
+def layout_problems(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]],
+                    extra_unexpected: Iterable[str] = ()) -> list[str]:
+    """What keeps a state dict from matching an expected {key: shape} layout, as short phrases (none: it fits).
+
+    Shared by the NotaGen and the encoder loaders so both name missing, unexpected and mis-shaped keys alike.
+    """
     present = set(state)
     missing = sorted(set(expected) - present)
-    unexpected = sorted(present - set(expected))
+    unexpected = sorted((present - set(expected)) | set(extra_unexpected))
     mismatched = [f"{key} {list(state[key].shape)} != {list(shape)}" for key, shape in expected.items()
                   if key in state and tuple(state[key].shape) != tuple(shape)]
     problems = []
@@ -117,6 +121,12 @@ def check_state_dict(state: Mapping[str, Tensor], expected: Mapping[str, tuple[i
         problems.append(f"unexpected keys: {_listing(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatch: {_listing(mismatched)}")
+    return problems
+
+
+def check_state_dict(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]], source: str) -> None:
+    """Raise one CheckpointError line naming missing/unexpected keys and mismatched shapes, if any."""
+    problems = layout_problems(state, expected)
     if problems:
         raise CheckpointError(f"{source}: does not match the NotaGen layout; " + "; ".join(problems))
 

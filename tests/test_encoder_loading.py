@@ -169,9 +169,9 @@ def test_corrupt_and_wrong_files_give_one_line(tmp_path):
     state["music_model.base.embeddings.LayerNorm.weight"] = torch.zeros(HIDDEN + 1)
     torch.save({"model": state}, tmp_path / "broken.pth")
     message = _error_line(tmp_path / "broken.pth")
-    assert "missing 1: encoder.layers.1.ffn_out.bias" in message
-    assert "unexpected 1: music_model.base.encoder.layer.0.extra.weight" in message
-    assert "mismatched 1: encoder.embed_norm.weight" in message
+    assert "missing keys: encoder.layers.1.ffn_out.bias" in message
+    assert "unexpected keys: music_model.base.encoder.layer.0.extra.weight" in message
+    assert "shape mismatch: encoder.embed_norm.weight" in message
 
     model = M3Model(EncoderConfig.preset("tiny"), with_decoder=False)
     save_encoder(model, tmp_path / "native")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from notagen.checkpoint import layout_problems
 from notagen.encoder.features import FeatureExtractor
 from notagen.encoder.model import EncoderConfig, M3Model
 from notagen.encoder.patchilizer import VOCAB_SIZE
@@ -74,11 +75,6 @@ def _file_sha(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _short(names: list[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" … (+{len(names) - limit})" if len(names) > limit else "")
 
 
 def _layer_count(keys: list[str], pattern: str) -> int:
@@ -210,19 +206,9 @@ def _map_decoder_key(key: str, value: Tensor) -> tuple[str, Tensor] | None:
 def _strict_load(model: M3Model, mapped: dict[str, Tensor], unexpected: list[str], path: Path,
                  what: str) -> None:
     own = model.state_dict()
-    missing = sorted(k for k in own if k not in mapped)
-    unexpected = sorted(unexpected + [k for k in mapped if k not in own])
-    mismatched = sorted(f"{k} {tuple(mapped[k].shape)}≠{tuple(own[k].shape)}"
-                        for k in own if k in mapped and mapped[k].shape != own[k].shape)
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_short(unexpected)}")
-        if mismatched:
-            parts.append(f"mismatched {len(mismatched)}: {_short(mismatched)}")
-        raise CheckpointError(f"{path}: does not match the {what} layout; " + "; ".join(parts))
+    problems = layout_problems(mapped, {k: tuple(v.shape) for k, v in own.items()}, extra_unexpected=unexpected)
+    if problems:
+        raise CheckpointError(f"{path}: does not match the {what} layout; " + "; ".join(problems))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, strict=True)
 
 
