@@ -127,9 +127,7 @@ class DPORun:
     def __init__(self, config: DPOConfig) -> None:
         config.check_runnable()
         self.config = config
-        self.rt = setup_runtime(config.device)
-        if config.batch_size % self.rt.world:
-            raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {self.rt.world} processes")
+        self.rt = setup_runtime(config.device, batch_size=config.batch_size)
         self.run_dir = Path(config.output_dir)
         self.device = self.rt.device
         start = load_checkpoint(config.init_checkpoint)

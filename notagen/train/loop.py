@@ -228,9 +228,14 @@ class Runtime:
         return self.world > 1
 
 
-def setup_runtime(device_choice: str) -> Runtime:
-    """Read the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if needed."""
+def setup_runtime(device_choice: str, batch_size: int | None = None) -> Runtime:
+    """Read the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if needed.
+
+    With `batch_size` (the global batch), check that it splits evenly over the processes.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if batch_size is not None and batch_size % world:
+        raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes")
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() if device_choice == "auto" else device_choice == "cuda"
@@ -291,9 +296,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         config.check_runnable()
         self.config = config
-        self.rt = setup_runtime(config.device)
-        if config.batch_size % self.rt.world:
-            raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {self.rt.world} processes")
+        self.rt = setup_runtime(config.device, batch_size=config.batch_size)
         self.run_dir = Path(config.output_dir)
         self.precision = resolve_precision(config.precision, self.rt.device)
         state = self._read_state()
