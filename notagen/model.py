@@ -33,6 +33,17 @@ class LayerCache(Protocol):
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
+def init_weights(module: nn.Module) -> None:
+    """GPT-2/BERT initialisation: N(0, 0.02) weights, zero biases, unit LayerNorms (used with `Module.apply`)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
@@ -181,7 +192,7 @@ class NotaGenModel(nn.Module):
         self.config = config
         self.patch_level_decoder = PatchLevelDecoder(config)
         self.char_level_decoder = CharLevelDecoder(config)
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         scaled = 0.02 / math.sqrt(2 * max(config.patch_layers, 1))
         for name, param in self.patch_level_decoder.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -190,16 +201,6 @@ class NotaGenModel(nn.Module):
         for name, param in self.char_level_decoder.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, 0.0, scaled)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in the backward pass (less memory, ~30 % more compute)."""

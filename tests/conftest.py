@@ -18,3 +18,23 @@ def _one_thread_and_seed():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def chorale() -> str:
+    """Bach's chorale BWV 66.6 as cleaned standard ABC (4 voices, pickup bar), converted once per session."""
+    from music21 import corpus
+
+    from notagen.convert import score_to_abc
+
+    return score_to_abc(corpus.getWork("bach/bwv66.6"))
+
+
+@pytest.fixture(scope="session")
+def quartet() -> str:
+    """Mozart's string quartet K. 80, third movement, as cleaned standard ABC."""
+    from music21 import corpus
+
+    from notagen.convert import score_to_abc
+
+    return score_to_abc(corpus.getWork("mozart/k80/movement3"))

@@ -4,22 +4,10 @@ import json
 from fractions import Fraction
 
 import pytest
-from music21 import corpus
 
 from notagen.abc.check import check_abc
 from notagen.abc.interleave import interleave
 from notagen.cli import main
-from notagen.convert import score_to_abc
-
-
-@pytest.fixture(scope="module")
-def chorale() -> str:
-    return score_to_abc(corpus.getWork("bach/bwv66.6"))
-
-
-@pytest.fixture(scope="module")
-def quartet() -> str:
-    return score_to_abc(corpus.getWork("mozart/k80/movement3"))
 
 
 def _generated(standard: str) -> str:

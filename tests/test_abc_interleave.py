@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from abctoolkit.rotate import rotate_abc
 from abctoolkit.utils import extract_barline_and_bartext_dict
-from music21 import corpus
 
 from notagen.abc.interleave import (
     check_alignment,
@@ -38,16 +37,6 @@ V:3
 C,6 | z6 | C,6 |]
 """
 TOY_REDUCED_BODY = ['[V:1]"^dolce" c2 d e f2|[V:2]E6|[V:3]C,6|', "[V:2]F2 G2 A2|", "[V:1]g6|][V:2]E6|][V:3]C,6|]"]
-
-
-@pytest.fixture(scope="module")
-def chorale() -> str:
-    return score_to_abc(corpus.getWork("bach/bwv66.6"))
-
-
-@pytest.fixture(scope="module")
-def quartet() -> str:
-    return score_to_abc(corpus.getWork("mozart/k80/movement3"))
 
 
 def _lines(text: str) -> list[str]:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 from abctoolkit.transpose import Key2index, Mode2Key
-from music21 import corpus
 
 from notagen.abc.interleave import interleave, parse_standard
 from notagen.abc.text import original_key
@@ -20,11 +19,6 @@ from notagen.convert import abc_to_musicxml, score_to_abc
 from notagen.events import compare_events, musicxml_events, shift_pitches
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def chorale() -> str:
-    return score_to_abc(corpus.getWork("bach/bwv66.6"))
 
 
 def test_keys_are_the_reference_keys():

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from notagen.encoder.patchilizer import PAD_ID, VOCAB_SIZE
 from notagen.errors import ConfigError
+from notagen.model import init_weights
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ class M3Model(nn.Module):
         self.encoder = M3Encoder(config)
         self.music_proj = nn.Linear(config.hidden_size, config.hidden_size) if config.projection else None
         self.decoder = M3TokenDecoder(config) if with_decoder else None
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def pooled(self, patches: Tensor, masks: Tensor, project: bool = True) -> Tensor:
         """Masked mean of the last hidden states, then the projection if present and asked for: [B, H]."""
@@ -222,14 +223,3 @@ class M3Model(nn.Module):
     def num_parameters(self, part: str = "all") -> int:
         module = {"all": self, "encoder": self.encoder, "decoder": self.decoder}[part]
         return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-
