@@ -59,6 +59,22 @@ def test_prompts_and_normalisation(setup):
     assert normalise_generated("[r:0/0][V:1]abc|\n") == "[V:1]abc|\n"
 
 
+def test_generate_output_folders_are_read_once_per_piece(tmp_path):
+    """`notagen generate` writes raw, interleaved and standard ABC per piece: only the raw file is a piece."""
+    tune = _block(REEL) + "L:1/8\nM:2/4\nK:D\n[V:1]d2f2|a4|]\n"
+    for name in ("piece-001-seed0", "piece-002-seed1"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for suffix in (".raw.abc", ".interleaved.abc", ".abc"):
+            (folder / f"{name}{suffix}").write_text(tune)
+    (tmp_path / ".piece-003-seed2.partial").mkdir()
+    (tmp_path / ".piece-003-seed2.partial" / "piece-003-seed2.raw.abc").write_text(tune)  # an unfinished write
+    pieces = read_generated(tmp_path)
+    assert [p.name for p in pieces] == ["piece-001-seed0/piece-001-seed0.raw.abc",
+                                        "piece-002-seed1/piece-002-seed1.raw.abc"]
+    assert all(p.labels == REEL for p in pieces)
+
+
 def test_eval_cli_writes_a_complete_report(setup):
     dataset, generated, encoder, root = setup
     out = root / "report"

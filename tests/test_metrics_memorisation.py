@@ -181,7 +181,7 @@ def test_planted_copy_in_a_chorale_transposed_with_the_pipeline(chorales):
     header, body = _split_body(interleave(host[1]))
     spliced = "\n".join(["%Baroque", "%end", *header, *body[:4], *copied[2:10], *body[4:]]) + "\n"
     result = index.check(spliced)
-    assert result.flagged and result.whole.piece == source[0]
+    assert result.flagged and result.flagged_whole and result.whole.piece == source[0]
     assert result.whole.bars == 8 and (result.whole.generated_start, result.whole.train_start) == (4, 2)
     assert not index.check(interleave(host[1])).flagged
 
@@ -199,6 +199,8 @@ def test_held_out_chorales_flag_only_shared_chorale_melodies(chorales):
                        "bwv168.6.mxl": "bwv113.8.mxl"}
     assert all(results[name].voice.voice == results[name].voice.train_voice == "1" for name in flagged)  # soprano
     assert max(r.whole.bars for r in results.values()) < 4
+    assert not any(r.flagged_whole for r in results.values())
+    assert flagged_share(list(results.values())) == 3 / 21 and flagged_share(list(results.values()), True) == 0.0
 
 
 def test_malformed_text_never_crashes_the_index():

@@ -41,6 +41,12 @@ def test_acs_held_out_pieces_score_higher_against_their_own_group(reels_and_jigs
         assert own.mean > wrong.mean
         assert np.mean(np.array(own.scores) > np.array(wrong.scores)) >= 0.8
         assert own.fallbacks == 0 and own.per_prompt[name]["reference_n"] == 40
+        # The baseline: the other group's real pieces against this group's centroid, computed by hand.
+        others = reference[40:] if name == "reel" else reference[:40]
+        centroid = (reference[:40] if name == "reel" else reference[40:]).mean(0)
+        assert own.per_prompt[name]["other_prompts_n"] == 40
+        assert own.other_prompts_mean == pytest.approx(cosine(others, centroid).mean())
+        assert own.mean > own.other_prompts_mean
     # An unknown prompt falls back to the global centroid, and is counted.
     unknown = acs(reels[40:], [None] * 10, reference, groups)
     assert unknown.fallbacks == 10 and set(unknown.centroid_used) == {"global"}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import make_dataset
+from train_helpers import BACH_CHORALE, make_dataset
 
 from notagen.checkpoint import load_checkpoint
-from notagen.errors import ConfigError
+from notagen.errors import ConfigError, InputError
 from notagen.train.loop import STATE_FILE, LRSchedule, Trainer
 from notagen.train.recipe import load_recipe
 
@@ -292,3 +292,23 @@ def test_non_finite_gradients_skip_the_update_then_stop_the_run(dataset, tmp_pat
         trainer.train()
     assert trainer.skipped_steps == 10
     assert_same_params(before, params(trainer))  # no NaN reached the weights
+
+
+def test_min_prompt_pieces_leaves_rare_prompts_out_of_finetuning(pretrained, tmp_path):
+    fiddle = {"period": "Romantic", "composer": "Aird, James", "instrumentation": "Keyboard"}
+    pieces = (("model_bwv269.abc", "train", None),  # Bach chorale, from its prompt lines
+              ("model_aird_ranting_highlandman.abc", "train", fiddle),
+              ("model_aird_todlen_hame.abc", "train", fiddle),
+              ("model_bwv40_3.abc", "eval", BACH_CHORALE))
+    dataset = make_dataset(tmp_path / "data", pieces)
+    init = pretrained[0] / "checkpoints" / "best"
+    config = tiny(dataset, tmp_path / "run", "stage=finetune", f"init_checkpoint={init}", "max_steps=1",
+                  "min_prompt_pieces=2")
+    trainer = Trainer(config)
+    assert trainer.prompts == [{**fiddle, "count": 2}]
+    assert [r["id"] for r in trainer.train_set.records] == ["model_aird_ranting_highlandman", "model_aird_todlen_hame"]
+    assert len(trainer.eval_set) == 0  # the eval chorale's prompt was left out
+    trainer.close()
+    with pytest.raises(InputError, match="no prompt has 3 labelled train pieces"):
+        Trainer(tiny(dataset, tmp_path / "run3", "stage=finetune", f"init_checkpoint={init}", "max_steps=1",
+                             "min_prompt_pieces=3"))

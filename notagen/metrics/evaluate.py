@@ -107,7 +107,11 @@ def normalise_generated(text: str) -> str:
 def read_generated(folder: Path) -> list[GeneratedPiece]:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of generated .abc files")
-    files = sorted(folder.rglob("*.abc"))
+    files = sorted(path for path in folder.rglob("*.abc")
+                   if not any(part.startswith(".") for part in path.relative_to(folder).parts))
+    # `notagen generate` writes each piece three times (raw, interleaved, standard ABC): score the raw text once.
+    raw_files = [path for path in files if path.name.endswith(".raw.abc")]
+    files = raw_files or files
     if not files:
         raise InputError(f"{folder}: no .abc files")
     manifest = _manifest_prompts(folder)
@@ -227,7 +231,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
     if "acs" in report:
         a = report["acs"]
         lines.append(f"| ACS | {_fmt(a['mean'])} | {a['n']} | {a['fallbacks']} pieces scored against the global "
-                     "centroid |")
+                     f"centroid; real pieces of other prompts score {_fmt(a.get('other_prompts_mean'))} |")
     if "fmd" in report:
         f = report["fmd"]
         lines.append(f"| FMD ({f['estimator']}) | {_fmt(f['value'])} | {f['n_test']} vs {f['n_reference']} | "
@@ -247,15 +251,21 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         m = report["memorisation"]
         lines.append(f"| memorised (≥ {m['threshold']} bars) | {_fmt(m['flagged_share'])} | {m['n']} | index of "
                      f"{m['indexed_pieces']} training pieces; longest run {m['max_run']} bars |")
+        lines.append(f"| memorised, all voices (≥ {m['threshold']} whole bars) | "
+                     f"{_fmt(m.get('flagged_whole_share'))} | {m['n']} | one voice's run alone does not count |")
     if "perplexity" in report:
         p = report["perplexity"]
         lines.append(f"| perplexity | {_fmt(p['perplexity'], 4)} | {p['n']} | {p['chars']} characters of the "
                      "reference eval split |")
     if "acs" in report and report["acs"]["per_prompt"]:
-        lines += ["", "## ACS per prompt", "", "| prompt | N | mean | std | reference N |", "|---|---|---|---|---|"]
+        lines += ["", "## ACS per prompt", "",
+                  "Baseline: real reference pieces of the other prompts, scored against this prompt's centroid.", "",
+                  "| prompt | N | mean | std | reference N | other prompts' real pieces (N) |",
+                  "|---|---|---|---|---|---|"]
         for key, entry in report["acs"]["per_prompt"].items():
             lines.append(f"| {_cell(key)} | {entry['n']} | {_fmt(entry['mean'])} | {_fmt(entry['std'])} | "
-                         f"{entry['reference_n']} |")
+                         f"{entry['reference_n']} | {_fmt(entry.get('other_prompts_mean'))} "
+                         f"({entry.get('other_prompts_n', 0)}) |")
     if report.get("examples"):
         lines += ["", "## Examples", "", "| piece | prompt | ACS | longest copied run | valid |",
                   "|---|---|---|---|---|"]
@@ -345,7 +355,8 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
     runs = [r.longest.bars for r in results]
     report["memorisation"] = {
         "threshold": threshold, "n": len(results), "indexed_pieces": len(index), "flagged_share":
-        flagged_share(results), "max_run": max(runs, default=0), "mean_run": float(np.mean(runs)) if runs else 0.0,
+        flagged_share(results), "flagged_whole_share": flagged_share(results, whole_only=True),
+        "max_run": max(runs, default=0), "mean_run": float(np.mean(runs)) if runs else 0.0,
         "flagged": [{"name": g.name, "bars": r.longest.bars, "piece": r.longest.piece,
                      "train_start": r.longest.train_start, "generated_start": r.longest.generated_start}
                     for g, r in zip(generated, results) if r.flagged],
@@ -368,7 +379,8 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
     report["per_piece"] = [{"name": g.name, "prompt": g.prompt,
                             "acs": acs_scores[i] if acs_scores is not None else None,
                             "longest_run": runs[i], "run_piece": results[i].longest.piece,
-                            "flagged": results[i].flagged, "valid": valid_by_name.get(g.name)}
+                            "flagged": results[i].flagged, "flagged_whole": results[i].flagged_whole,
+                            "valid": valid_by_name.get(g.name)}
                            for i, g in enumerate(generated)]
     report["timings_s"] = timings
     if out is not None:

@@ -297,6 +297,7 @@ class MemorisationResult:
     threshold: int
     n_bars: int
     seconds: float
+    flagged_whole: bool = False  # flagged by a run of whole bars (every voice copied), not by one voice alone
 
     @property
     def longest(self) -> Run:
@@ -394,9 +395,15 @@ class MemorisationIndex:
             if (run.bars, run.notes) > (voice.bars, voice.notes):
                 run.voice = name
                 voice = run
-        flagged = any(r.bars >= threshold and r.notes >= min_run_notes for r in (whole, voice))
-        return MemorisationResult(whole, voice, flagged, threshold, bars.n_bars, time.perf_counter() - started)
+        whole_flag = whole.bars >= threshold and whole.notes >= min_run_notes
+        flagged = whole_flag or (voice.bars >= threshold and voice.notes >= min_run_notes)
+        return MemorisationResult(whole, voice, flagged, threshold, bars.n_bars, time.perf_counter() - started,
+                                  whole_flag)
 
 
-def flagged_share(results: Sequence[MemorisationResult]) -> float:
-    return sum(r.flagged for r in results) / len(results) if results else 0.0
+def flagged_share(results: Sequence[MemorisationResult], whole_only: bool = False) -> float:
+    """Share of flagged pieces; `whole_only` counts only runs of whole bars (one voice's run, e.g. a chorale
+    melody that many training pieces share, is then not enough)."""
+    if not results:
+        return 0.0
+    return sum(r.flagged_whole if whole_only else r.flagged for r in results) / len(results)

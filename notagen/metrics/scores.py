@@ -35,7 +35,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ACSResult:
-    """Mean over pieces of cos(piece, centroid of its prompt's reference pieces); global centroid as fallback."""
+    """Mean over pieces of cos(piece, centroid of its prompt's reference pieces); global centroid as fallback.
+
+    `other_prompts_mean` is the baseline a model must beat: real reference pieces of *other* prompts scored against
+    the same centroids (per prompt, then weighted like `mean` by the generated pieces' prompts; NaN when the
+    reference has no labelled pieces of another prompt).
+    """
 
     mean: float
     scores: list[float]
@@ -44,6 +49,7 @@ class ACSResult:
     n: int
     n_reference: int
     fallbacks: int
+    other_prompts_mean: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,9 +85,18 @@ def acs(features: np.ndarray, prompts: Sequence[str | None], reference: np.ndarr
     for key in sorted({str(p) for p in prompts}):
         values = [s for s, p in zip(scores, prompts) if str(p) == key]
         per_prompt[key] = {"n": len(values), "mean": float(np.mean(values)), "std": float(np.std(values)),
-                           "reference_n": counts.get(key, 0)}
+                           "reference_n": counts.get(key, 0), "other_prompts_mean": float("nan"),
+                           "other_prompts_n": 0}
+        if key in groups:
+            others = [i for i, k in enumerate(reference_prompts) if k is not None and k != key]
+            if others:
+                per_prompt[key]["other_prompts_mean"] = float(cosine(reference[others], groups[key]).mean())
+                per_prompt[key]["other_prompts_n"] = len(others)
+    weighted = [(entry["n"], entry["other_prompts_mean"]) for entry in per_prompt.values()
+                if entry["other_prompts_mean"] == entry["other_prompts_mean"]]
+    baseline = (sum(n * v for n, v in weighted) / sum(n for n, _ in weighted)) if weighted else float("nan")
     return ACSResult(float(np.mean(scores)), scores, used, per_prompt, len(scores), len(reference),
-                     sum(u == "global" for u in used))
+                     sum(u == "global" for u in used), baseline)
 
 
 # --- label accuracy -----------------------------------------------------------------------------------------------

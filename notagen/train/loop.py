@@ -198,12 +198,14 @@ class CharLossSum(nn.Module):
         return -(log_probs * real).sum()
 
 
+def _prompt_of(record: dict[str, Any]) -> tuple[str, str, str]:
+    labels = record["labels"]
+    return labels["period"], labels["composer"], labels["instrumentation"]
+
+
 def prompt_registry(dataset: ScoreDataset) -> list[dict[str, Any]]:
     """The (period, composer, instrumentation) combinations of the labelled pieces, most frequent first."""
-    counts = Counter(
-        (r["labels"]["period"], r["labels"]["composer"], r["labels"]["instrumentation"])
-        for r in dataset.records if r.get("labels")
-    )
+    counts = Counter(_prompt_of(r) for r in dataset.records if r.get("labels"))
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [{"period": p, "composer": c, "instrumentation": i, "count": n} for (p, c, i), n in ordered]
 
@@ -307,6 +309,14 @@ class Trainer:
             what = "labelled train pieces (finetune needs labels)" if stage_prompt else "train pieces"
             raise InputError(f"dataset {config.dataset} has no {what}")
         self.eval_set = ScoreDataset(config.dataset, split="eval", labelled_only=stage_prompt)
+        if stage_prompt and config.min_prompt_pieces > 1:
+            kept = {(e["period"], e["composer"], e["instrumentation"]) for e in prompt_registry(self.train_set)
+                    if e["count"] >= config.min_prompt_pieces}
+            if not kept:
+                raise InputError(f"no prompt has {config.min_prompt_pieces} labelled train pieces in "
+                                 f"{config.dataset}; lower min_prompt_pieces")
+            for split_set in (self.train_set, self.eval_set):
+                split_set.records = [r for r in split_set.records if _prompt_of(r) in kept]
         self.prompts = prompt_registry(self.train_set) if stage_prompt else None
 
         self.model = self._build_model(state)

@@ -81,6 +81,9 @@ class TrainConfig:
     """Pieces per micro-batch over all processes (each of W processes takes batch_size / W of them)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step; the global batch is batch_size × grad_accum pieces."""
+    min_prompt_pieces: int = 1
+    """Fine-tuning only: keep prompts with at least this many labelled train pieces. Rarer prompts are left out
+    of fine-tuning and of the prompt registry (a prompt learnt from one or two pieces can only copy them)."""
     max_steps: int = 0
     """Optimizer steps to run; 0 means `epochs` passes over the training pieces."""
     epochs: int = 0
@@ -124,6 +127,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.min_prompt_pieces < 1:
+            raise ConfigError(f"min_prompt_pieces must be at least 1, got {self.min_prompt_pieces}")
         non_negative = ("warmup_steps", "max_steps", "epochs", "char_batch_limit", "eval_every", "eval_batches",
                         "weight_decay", "grad_clip", "num_workers", "min_lr_ratio", "eps")
         for name in non_negative:
