@@ -72,7 +72,8 @@ def test_generate_end_to_end_reports_invalid_random_pieces(tiny_checkpoint, tmp_
         assert manifest["valid"] is False and manifest["error"]  # random weights: honest failure
         assert len(manifest["attempts"]) == 2 and manifest["retries"] == 1
         assert manifest["attempts"][1]["seed"] == manifest["attempts"][0]["seed"] + 2  # next unused seed
-        assert manifest["sampling"] == {"temperature": 1.2, "top_k": 9, "top_p": 0.9, "order": "reference"}
+        assert manifest["sampling"] == {"temperature": 1.2, "top_k": 9, "top_p": 0.9, "order": "reference",
+                                        "align_bars": True}
         assert manifest["model"]["config"]["patch_length"] == 32
         raw = (out / item["name"] / f"{item['name']}.raw.abc").read_text()
         assert raw.startswith("%Romantic\n%Chopin, Frederic\n%Keyboard\n")

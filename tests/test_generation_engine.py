@@ -54,11 +54,12 @@ def test_greedy_engine_matches_plain_loop_across_rewindows():
     assert engine.stats.prefills == sum(1 + p.rewindows for p in cached)
 
 
-def test_sampled_engine_matches_plain_loop():
+@pytest.mark.parametrize("align_bars", [False, True])
+def test_sampled_engine_matches_plain_loop(align_bars):
     model = tiny_model(patch_length=32, seed=3)
     requests = [PieceRequest(CONTINUATION, seed=11), PieceRequest(PROMPT, seed=12)]
     limits = GenerationLimits(max_patches=40)
-    settings = SamplingSettings(temperature=1.2, top_k=9, top_p=0.9)
+    settings = SamplingSettings(temperature=1.2, top_k=9, top_p=0.9, align_bars=align_bars)
     cached = GenerationEngine(model).generate(requests, settings, limits, batch_size=2)
     plain = generate_plain(model, requests, settings, limits)
     assert [p.text for p in cached] == [p.text for p in plain]

@@ -286,7 +286,7 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
                      temperature: float = 1.2, top_k: int = 9, top_p: float = 0.9,
                      sampling_order: Literal["reference", "standard"] = "reference", max_bars: int | None = None,
                      max_seconds: float | None = None, continue_from: Path | None = None, batch_size: int = 4,
-                     device: str = "auto", retries: int = 3) -> int:
+                     device: str = "auto", retries: int = 3, align_bars: bool = True) -> int:
     """Write new pieces with a trained model, as scores you can see and hear.
 
     Each piece goes to OUTPUT/<name>/: raw and interleaved ABC, standard ABC, MusicXML, MIDI, SVG and PNG pages,
@@ -314,6 +314,9 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
         batch_size: Pieces written at the same time.
         device: cpu, cuda, mps, or auto.
         retries: Regenerations of an invalid piece.
+        align_bars: Bar-aligned decoding: while a voice is written, characters that would make its bar longer or
+            shorter than the bar's first voice are not sampled (--no-align-bars: the model's raw distribution, as
+            the reference samples it).
 
     Examples:
         notagen generate --period Romantic --composer "Chopin, Frederic" --instrumentation Keyboard -n 4
@@ -331,7 +334,8 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
         raise InputError(f"unknown --formats {', '.join(unknown)}; choose from {', '.join(OUTPUT_FORMATS)}")
     if max_bars is not None and max_bars < 1:
         raise InputError(f"--max-bars must be at least 1, got {max_bars}")
-    sampling = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, order=sampling_order)
+    sampling = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, order=sampling_order,
+                                align_bars=align_bars)
     limits = GenerationLimits(max_bars=max_bars, max_seconds=max_seconds)
     loaded = open_checkpoint(checkpoint, device=pick_device(device))
     prompt = resolve_prompt(period, composer, instrumentation, loaded.prompts)

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from notagen.config import EOS_ID
 from notagen.generation.cache import KVCache
+from notagen.generation.constraints import align_bar, header_timing
 from notagen.generation.sampling import SamplingSettings, UniformStreams, sample
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer, is_eos_patch
@@ -183,6 +184,7 @@ class PieceState:
         self.chars: list[int] = []
         self.forced: list[int] = []
         self.patch_done = False
+        self._timing: tuple | None = None
 
     # -- context ----------------------------------------------------------------------------------------------
     def initial_context(self) -> list[list[int]] | None:
@@ -225,6 +227,20 @@ class PieceState:
     def forced_char(self, position: int) -> int | None:
         """The char that must be written at `position` of the current patch, if any."""
         return self.forced[position] if position < len(self.forced) else None
+
+    def current_line(self) -> str:
+        """The text of the line being written, up to the next char."""
+        new = self.chars[len(self.prefix):]
+        return self.line + "".join(chr(c) for c in new if c != EOS_ID)
+
+    def constrain(self, logits: Tensor, sampling: SamplingSettings) -> None:
+        """Apply the decoding constraints the settings ask for to this piece's next-char logits [V], in place."""
+        if not sampling.align_bars or not self.body_started and not self.line.startswith(("[r:", "[V:")):
+            return
+        if self._timing is None:
+            self._timing = header_timing(self.text)
+        unit, meter, voices = self._timing
+        align_bar(logits, self.current_line(), unit, meter, sampling.top_k, voices)
 
     def accept(self, char: int) -> bool:
         """Add one char to the current patch; True when the patch is complete (its EOS, or 16 chars)."""
@@ -428,6 +444,9 @@ class GenerationEngine:
             tokens: list[int] = [0] * batch
             if sampled:
                 logits = decoder.logits(hidden).float()
+                if sampling.align_bars:
+                    for i in sampled:
+                        states[i].constrain(logits[i], sampling)
                 uniforms = None
                 if not sampling.greedy:
                     uniforms = torch.full((batch,), 0.5, device=self.device)

@@ -50,6 +50,7 @@ def generate_plain(model: NotaGenModel, requests: Sequence[PieceRequest], sampli
                         continue
                     char = state.forced_char(position)
                     if char is None:
+                        state.constrain(logits[0], sampling)
                         uniforms = None if sampling.greedy else streams.take([0])
                         char = int(sample(logits, sampling, uniforms)[0])
                     chars.append(char)

@@ -36,6 +36,9 @@ class SamplingSettings:
     top_p: float = 0.9
     """Keep the smallest likely prefix whose mass exceeds p; 1 keeps all."""
     order: SamplingOrder = "reference"
+    align_bars: bool = False
+    """Bar-aligned decoding (notagen.generation.constraints): each voice of a bar line must last as long as its
+    first voice. Off by default, as in the reference implementation."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

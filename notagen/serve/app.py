@@ -65,6 +65,8 @@ class SamplingIn(BaseModel):
     top_k: int = Field(9, ge=0, le=128, description="0 keeps all characters; 1 is greedy")
     top_p: float = Field(0.9, gt=0, le=1)
     order: Literal["reference", "standard"] = "reference"
+    align_bars: bool = Field(True, description="bar-aligned decoding: each voice of a bar lasts as long as its "
+                             "first voice (as `notagen generate`; false: the raw distribution)")
 
 
 class JobRequest(BaseModel):
