@@ -227,7 +227,8 @@ class DPORun:
             return
         checkpoint = load_checkpoint(self.checkpoint_of(k), device=self.device)
         engine = GenerationEngine(checkpoint.model, device=self.device)
-        sampling = SamplingSettings(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+        sampling = SamplingSettings(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                                    align_bars=config.align_bars)
         limits = GenerationLimits(max_bars=config.max_bars, max_chars=config.max_chars,
                                   max_seconds=config.max_seconds)
         chunk = config.sample_batch_size * 4  # written after each chunk: an interruption loses at most one

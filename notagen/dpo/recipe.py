@@ -68,6 +68,9 @@ class DPOConfig:
     """Sampling top-k (0: all)."""
     top_p: float = 0.9
     """Sampling top-p."""
+    align_bars: bool = True
+    """Bar-aligned decoding while sampling (as `notagen generate`); false samples the raw distribution, as the
+    reference does (a small model's raw samples are then mostly misaligned, and the alignment filter drops them)."""
     max_chars: int | None = 102400
     """Give up on a sample after this many characters (reference: 102,400)."""
     max_bars: int | None = None
