@@ -15,8 +15,8 @@ alignment are removed from the distribution before sampling, inside the voice be
 
 The first voice of each line is free: it sets the bar's length (pickups, fermata bars and meter changes stay the
 model's choice). Inside `"…"`, `!…!` or `[…]` nothing is constrained (the text is incomplete there). Only the
-most likely candidates are checked (at least `CHECKED` and at least top-k), re-checking until the sampler's
-top-k are all allowed; if every checked character is disallowed the row is left as it was, so the model's own
+most likely candidates are checked (the sampler's top-k, or `CHECKED` when top-k is off), re-checking until they
+are all allowed; if every checked character is disallowed the row is left as it was, so the model's own
 choice stands where no allowed continuation is likely.
 """
 
@@ -37,6 +37,10 @@ _LEFT_BARLINE = re.compile(r"^\s*[|:\[\]]*[|:]+[0-9]*")
 _OPEN_MARK = re.compile(r"\[V:\s*$")
 _BARLINE_START = {ord("|"), ord(":")}
 _WHEN_FULL = {ord(c) for c in " -),'"}  # no length of their own: a space, a tie, a slur end, octave marks
+# Characters that change a bar's measured length only together with what follows them (accidentals, decorations,
+# annotations, slurs, tuplet openers…): allowed without parsing while the voice is short. Note and rest letters,
+# lengths, broken rhythm and chord brackets are measured.
+_LENGTHLESS = {ord(c) for c in " -),'^_=!\".~(HLMOPSTuvJR{}"}
 
 
 def header_timing(text: str) -> tuple[Fraction, str | None, tuple[str, ...]]:
@@ -52,8 +56,10 @@ def header_timing(text: str) -> tuple[Fraction, str | None, tuple[str, ...]]:
 
 
 def _open(text: str) -> bool:
-    """True inside an unfinished `"…"`, `!…!` or `[…]` (chord, inline field): no constraint applies there."""
-    return text.count('"') % 2 == 1 or text.count("!") % 2 == 1 or text.count("[") > text.count("]")
+    """True inside an unfinished `"…"`, `!…!`, `{…}` (grace notes) or `[…]` (chord, inline field): no constraint
+    applies there."""
+    return (text.count('"') % 2 == 1 or text.count("!") % 2 == 1 or text.count("[") > text.count("]")
+            or text.count("{") > text.count("}"))
 
 
 def voice_target(line: str, unit: Fraction, meter: str | None) -> tuple[Fraction, Fraction, str] | None:
@@ -89,6 +95,8 @@ def _allowed(char: int, content: str, current: Fraction, target: Fraction, unit:
         return True
     if current == target and char in _WHEN_FULL:
         return True
+    if current < target and char in _LENGTHLESS:
+        return True
     after = bar_duration(content + chr(char), unit, meter)
     if after is None:
         return current != target
@@ -120,7 +128,7 @@ def align_bar(logits: Tensor, line: str, unit: Fraction, meter: str | None, top_
         return _ban_voice_ids(logits, line, voices)
     target, current, content = info
     original = logits.clone()
-    wanted = min(max(top_k, CHECKED) if top_k > 0 else CHECKED, logits.numel())
+    wanted = min(top_k if top_k > 0 else CHECKED, logits.numel())  # the sampler never looks past its top-k
     checked: set[int] = set()
     banned = 0
     while True:
