@@ -219,3 +219,28 @@ def test_prompt_resolution(setup):
     with pytest.raises(ConfigError, match="samples_per_prompt changed"):
         DPORun(load_dpo_recipe(None, overrides(setup, out, "prompts=Romantic | Aird, James | Fife",
                                                "samples_per_prompt=9")))
+
+
+def test_calibrated_plagiarism_cosine(setup, tmp_path):
+    """plagiarism_cosine: null → the 95th percentile of the eval pieces' nearest-reference cosine, kept in cache/."""
+    import numpy as np
+
+    from notagen.dpo.preferences import calibrate_plagiarism_cosine
+
+    held_out_split = tuple((name, "eval" if name == "model_bwv40_3.abc" else split, labels)
+                           for name, split, labels in PIECES)
+    data = make_dataset(tmp_path / "data", held_out_split)
+    run = DPORun(load_dpo_recipe(None, overrides(setup, tmp_path / "cal", "plagiarism_cosine=null",
+                                                 f"reference={data}", "min_reference_pieces=1")))
+    assert [p.id for p in run.held_out_pieces] == ["model_bwv40_3"]
+    filters = run.preference_filters()
+    held_out = run.extractor().embed([p.text for p in run.held_out_pieces])
+    expected = calibrate_plagiarism_cosine(run.reference_features(), held_out)
+    assert filters.plagiarism_cosine == pytest.approx(expected) and 0.0 < expected <= 1.0
+    assert np.isclose(run.preference_filters().plagiarism_cosine, expected)  # read back from cache/
+    assert list((tmp_path / "cal" / "cache").glob("plagiarism_cosine_*.json"))
+    run.close()
+    with pytest.raises(ConfigError, match="plagiarism_cosine: null calibrates"):
+        DPORun(load_dpo_recipe(None, overrides(setup, tmp_path / "cal2", "plagiarism_cosine=null",
+                                                f"reference={data}", "min_reference_pieces=1",
+                                                "reference_split=all")))

@@ -7,6 +7,7 @@ import pytest
 from notagen.dpo.preferences import (
     PreferenceFilters,
     PromptPreferences,
+    calibrate_plagiarism_cosine,
     instrument_grouping_problem,
     sample_problem,
     select_preferences,
@@ -107,3 +108,16 @@ def test_sample_problem_filters():
     assert sample_problem(memorised) == "plagiarism: copies 6 bars of reference tune"
     off = PreferenceFilters(alignment=False, grouping=False, plagiarism=False)
     assert sample_problem({**memorised, "valid": False, "grouping": "x"}, off) is None
+
+
+def test_plagiarism_cosine_calibrated_on_held_out_pieces():
+    import numpy as np
+
+    reference = np.array([[1.0, 0.0], [0.0, 1.0]])
+    # nearest-reference cosines of the held-out rows: 1.0, 0.8, 0.6 (a row and its scaled copy give the same)
+    held_out = np.array([[2.0, 0.0], [0.8, 0.6], [0.6, -0.8]])
+    assert calibrate_plagiarism_cosine(reference, held_out, percentile=100) == pytest.approx(1.0)
+    assert calibrate_plagiarism_cosine(reference, held_out, percentile=50) == pytest.approx(0.8)
+    assert calibrate_plagiarism_cosine(reference, held_out) == pytest.approx(np.percentile([1.0, 0.8, 0.6], 95))
+    with pytest.raises(ValueError):
+        calibrate_plagiarism_cosine(reference, np.zeros((0, 2)))

@@ -50,6 +50,7 @@ from notagen.dpo.loss import dpop_loss
 from notagen.dpo.preferences import (
     PreferenceFilters,
     PromptPreferences,
+    calibrate_plagiarism_cosine,
     instrument_grouping_problem,
     sample_problem,
     select_preferences,
@@ -133,7 +134,7 @@ class DPORun:
         start = load_checkpoint(config.init_checkpoint)
         self.registry = start.prompts
         del start
-        from notagen.encoder.corpus import load_pieces
+        from notagen.encoder.corpus import is_dataset, load_pieces
 
         split = None if config.reference_split == "all" else config.reference_split
         self.reference_pieces = load_pieces(config.reference, split=split)
@@ -143,8 +144,17 @@ class DPORun:
 
         self.reference_keys = [prompt_key(p.labels) for p in self.reference_pieces]
         self.prompts = self._resolve_prompts()
+        self.held_out_pieces: list[Any] = []
+        if config.plagiarism_filter and config.plagiarism_cosine is None:
+            self.held_out_pieces = (load_pieces(config.reference, split="eval")
+                                    if config.reference_split == "train" and is_dataset(Path(config.reference))
+                                    else [])
+            if not self.held_out_pieces:
+                raise ConfigError("plagiarism_cosine: null calibrates on the eval pieces of a dataset reference "
+                                  f"with reference_split train; {config.reference} (split {config.reference_split}) "
+                                  "has none: give a number")
         self.filters = PreferenceFilters(config.alignment_filter, config.grouping_filter, config.plagiarism_filter,
-                                         config.plagiarism_cosine)
+                                         config.plagiarism_cosine if config.plagiarism_cosine is not None else 1.0)
         self._encoder: Any = None
         self._reference_features: np.ndarray | None = None
         self._memorisation: Any = None
@@ -406,20 +416,37 @@ class DPORun:
         return report
 
     # -- 4. preferences ------------------------------------------------------------------------------------------
+    def preference_filters(self) -> PreferenceFilters:
+        """The filters, with the plagiarism cosine calibrated on the held-out pieces when the recipe asks for it
+        (computed once per run and kept in cache/, so a resumed run uses the same limit)."""
+        if not self.held_out_pieces:
+            return self.filters
+        extractor = self.extractor()
+        path = self.run_dir / "cache" / f"plagiarism_cosine_{extractor.weights_id}.json"
+        if path.is_file():
+            value = float(_read_json(path)["plagiarism_cosine"])
+        else:
+            held_out = extractor.embed([p.text for p in self.held_out_pieces])
+            value = calibrate_plagiarism_cosine(self.reference_features(), held_out)
+            atomic_write_json(path, {"plagiarism_cosine": value, "percentile": 95, "held_out": len(held_out)})
+        return dataclasses.replace(self.filters, plagiarism_cosine=value)
+
     def preferences(self, k: int, scores: dict[str, Any]) -> list[PromptPreferences]:
         """preferences.json of iteration k (reused when present)."""
         path = self.iter_dir(k) / "preferences.json"
         if path.is_file():
             return [PromptPreferences.from_dict(p) for p in _read_json(path)["prompts"]]
         selections = []
+        filters = self.preference_filters()
         for prompt in self.prompts:
             key = prompt_label(prompt)
             entries = [e for e in scores["samples"] if e["prompt"] == key]
             selections.append(select_preferences(
                 [(e["name"], e["score"]) for e in entries], self.config.portion,
-                {e["name"]: sample_problem(e, self.filters) for e in entries}, prompt=key))
+                {e["name"]: sample_problem(e, filters) for e in entries}, prompt=key))
         atomic_write_json(path, {
-            "iteration": k, "portion": self.config.portion, "filters": dataclasses.asdict(self.filters),
+            "iteration": k, "portion": self.config.portion, "filters": dataclasses.asdict(filters),
+            "plagiarism_cosine_calibrated": self.config.plagiarism_cosine is None and self.config.plagiarism_filter,
             "pairs": sum(len(s.pairs) for s in selections), "prompts": [s.to_dict() for s in selections]})
         return selections
 

@@ -88,8 +88,10 @@ class DPOConfig:
     """Chosen pieces must keep the staves of one instrument together."""
     plagiarism_filter: bool = True
     """Chosen pieces may not copy a reference piece (cosine or memorisation index)."""
-    plagiarism_cosine: float = 0.95
-    """Encoder cosine to a single reference piece above which a piece counts as a copy."""
+    plagiarism_cosine: float | None = 0.95
+    """Encoder cosine to a single reference piece above which a piece counts as a copy (the paper's 0.95 is for
+    CLaMP 2). null: calibrated, the 95th percentile of that cosine over the reference dataset's eval pieces (real
+    music the model never saw); needs reference_split train and a dataset with an eval split."""
     memorisation_bars: int = 4
     """Bars in a row copied from one reference piece that count as a copy (0 disables the index)."""
 
