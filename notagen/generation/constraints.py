@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -41,6 +42,13 @@ _WHEN_FULL = {ord(c) for c in " -),'"}  # no length of their own: a space, a tie
 # annotations, slurs, tuplet openers…): allowed without parsing while the voice is short. Note and rest letters,
 # lengths, broken rhythm and chord brackets are measured.
 _LENGTHLESS = {ord(c) for c in " -),'^_=!\".~(HLMOPSTuvJR{}"}
+
+
+@lru_cache(maxsize=4096)
+def _duration(text: str, unit: Fraction, meter: str | None) -> Fraction | None:
+    """bar_duration, memoised: each step re-measures the voice so far (last step's candidate that was chosen) and
+    the line's first voice."""
+    return bar_duration(text, unit, meter)
 
 
 def header_timing(text: str) -> tuple[Fraction, str | None, tuple[str, ...]]:
@@ -76,8 +84,8 @@ def voice_target(line: str, unit: Fraction, meter: str | None) -> tuple[Fraction
     if _open(content) or "[V:" in content or "|" in body:  # unfinished text, or the voice's barline is written
         return None
     first = line[marks[0].end():marks[1].start()]
-    target = bar_duration(first.rstrip(" |:]"), unit, meter)
-    current = bar_duration(content, unit, meter)
+    target = _duration(first.rstrip(" |:]"), unit, meter)
+    current = _duration(content, unit, meter)
     if target is None or current is None:
         return None
     return target, current, content
@@ -97,7 +105,7 @@ def _allowed(char: int, content: str, current: Fraction, target: Fraction, unit:
         return True
     if current < target and char in _LENGTHLESS:
         return True
-    after = bar_duration(content + chr(char), unit, meter)
+    after = _duration(content + chr(char), unit, meter)
     if after is None:
         return current != target
     if current >= target:  # full: nothing new; overshot by the last note: only shortening helps
