@@ -319,7 +319,8 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
             the reference samples it).
 
     Examples:
-        notagen generate --period Romantic --composer "Chopin, Frederic" --instrumentation Keyboard -n 4
+        notagen generate --period Baroque --composer "Bach, Johann Sebastian" --instrumentation Choral -n 4
+        notagen generate --composer "Mozart, Wolfgang Amadeus" -o pieces   # the other fields follow if unique
         notagen generate --checkpoint runs/mini --continue-from start.musicxml --max-bars 32
     """
     from notagen.generation.engine import GenerationEngine, GenerationLimits, PieceRequest
