@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from notagen.errors import ConfigError
-from notagen.train.recipe import coerce, field_docs, parse_override, unknown_key_error
+from notagen.train.recipe import coerce, field_docs, recipe_items, unknown_key_error
 
 
 @dataclass
@@ -181,25 +181,8 @@ def _set(values: dict[str, Any], key: str, value: Any, where: str) -> None:
 def load_dpo_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> DPOConfig:
     """Read a YAML recipe (None: defaults only) and apply `key=value` overrides, in order."""
     values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError(f"cannot read recipe {path}: {error.strerror}") from error
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"recipe {path}{line}: {getattr(error, 'problem', None) or 'invalid YAML'}") \
-                from error
-        loaded = loaded or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"recipe {path}: expected a mapping of keys to values")
-        for key, value in loaded.items():
-            _set(values, str(key), value, f"recipe {path}")
-    for text in overrides:
-        key, value = parse_override(text)
-        _set(values, key, value, f"override {text!r}")
+    for key, value, where in recipe_items(path, overrides):
+        _set(values, key, value, where)
     return DPOConfig(**values)
 
 

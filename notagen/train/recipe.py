@@ -282,9 +282,12 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML recipe (None: defaults only) and apply `key=value` overrides, in order."""
-    values: dict[str, Any] = {}
+def recipe_items(path: str | Path | None, overrides: typing.Sequence[str] = ()
+                 ) -> typing.Iterator[tuple[str, Any, str]]:
+    """(key, raw value, where) for every key of a YAML recipe (None: none), then every `key=value` override.
+
+    Shared by the training and DPO recipe loaders; `where` names the file or override for one-line errors.
+    """
     if path is not None:
         path = Path(path)
         try:
@@ -301,10 +304,17 @@ def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         if not isinstance(loaded, dict):
             raise ConfigError(f"recipe {path}: expected a mapping of keys to values")
         for key, value in loaded.items():
-            _set(values, str(key), value, f"recipe {path}")
+            yield str(key), value, f"recipe {path}"
     for text in overrides:
         key, value = parse_override(text)
-        _set(values, key, value, f"override {text!r}")
+        yield key, value, f"override {text!r}"
+
+
+def load_recipe(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML recipe (None: defaults only) and apply `key=value` overrides, in order."""
+    values: dict[str, Any] = {}
+    for key, value, where in recipe_items(path, overrides):
+        _set(values, key, value, where)
     return _construct(values)
 
 
