@@ -58,6 +58,7 @@ from notagen.dpo.preferences import (
 from notagen.dpo.recipe import DPOConfig, dump_dpo_recipe, keys_help, load_dpo_recipe
 from notagen.errors import ConfigError, InputError, NotaGenError
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
+from notagen.metrics.evaluate import format_value as _cell
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 from notagen.train.loop import collate, rng_state, seed_int, seeded, set_rng_state, setup_runtime
@@ -153,8 +154,7 @@ class DPORun:
                 raise ConfigError("plagiarism_cosine: null calibrates on the eval pieces of a dataset reference "
                                   f"with reference_split train; {config.reference} (split {config.reference_split}) "
                                   "has none: give a number")
-        self.filters = PreferenceFilters(config.alignment_filter, config.grouping_filter, config.plagiarism_filter,
-                                         config.plagiarism_cosine if config.plagiarism_cosine is not None else 1.0)
+        self._filters: PreferenceFilters | None = None
         self._encoder: Any = None
         self._reference_features: np.ndarray | None = None
         self._memorisation: Any = None
@@ -419,17 +419,22 @@ class DPORun:
     def preference_filters(self) -> PreferenceFilters:
         """The filters, with the plagiarism cosine calibrated on the held-out pieces when the recipe asks for it
         (computed once per run and kept in cache/, so a resumed run uses the same limit)."""
-        if not self.held_out_pieces:
-            return self.filters
-        extractor = self.extractor()
-        path = self.run_dir / "cache" / f"plagiarism_cosine_{extractor.weights_id}.json"
-        if path.is_file():
-            value = float(_read_json(path)["plagiarism_cosine"])
-        else:
-            held_out = extractor.embed([p.text for p in self.held_out_pieces])
-            value = calibrate_plagiarism_cosine(self.reference_features(), held_out)
-            atomic_write_json(path, {"plagiarism_cosine": value, "percentile": 95, "held_out": len(held_out)})
-        return dataclasses.replace(self.filters, plagiarism_cosine=value)
+        if self._filters is None:
+            config = self.config
+            cosine = config.plagiarism_cosine
+            if cosine is None and self.held_out_pieces:
+                extractor = self.extractor()
+                path = self.run_dir / "cache" / f"plagiarism_cosine_{extractor.weights_id}.json"
+                if path.is_file():
+                    cosine = float(_read_json(path)["plagiarism_cosine"])
+                else:
+                    held_out = extractor.embed([p.text for p in self.held_out_pieces])
+                    cosine = calibrate_plagiarism_cosine(self.reference_features(), held_out)
+                    atomic_write_json(path, {"plagiarism_cosine": cosine, "percentile": 95,
+                                             "held_out": len(held_out)})
+            self._filters = PreferenceFilters(config.alignment_filter, config.grouping_filter,
+                                              config.plagiarism_filter, 1.0 if cosine is None else cosine)
+        return self._filters
 
     def preferences(self, k: int, scores: dict[str, Any]) -> list[PromptPreferences]:
         """preferences.json of iteration k (reused when present)."""
@@ -648,14 +653,6 @@ class DPORun:
     def close(self) -> None:
         if self.rt.owns_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _cell(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -165,12 +165,16 @@ def _probe_scores(ref_features: np.ndarray, ref_pieces: list[Piece], gen_feature
     return out
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_value(value: Any, digits: int = 3) -> str:
+    """A report cell: floats to `digits` places, None and NaN as an en dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+_fmt = format_value  # the report tables below are dense
 
 
 def _plots(out: Path, generated: list[GeneratedPiece], acs_scores: list[float] | None,
