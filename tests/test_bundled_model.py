@@ -34,7 +34,7 @@ def test_files_size_and_registry(bundled):
     assert all(torch.isfinite(t).all() for t in bundled.model.state_dict().values())
 
 
-def test_generate_with_no_checkpoint_uses_the_bundled_model(tmp_path: Path, capsys):
+def test_generate_with_no_checkpoint_uses_the_bundled_model(tmp_path: Path):
     args = ["generate", "--period", "Baroque", "--composer", "Bach, Johann Sebastian", "--instrumentation",
             "Choral", "-n", "1", "--seed", "3", "--max-bars", "3", "--formats", "abc", "--retries", "0",
             "--device", "cpu"]

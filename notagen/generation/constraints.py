@@ -135,10 +135,9 @@ def align_bar(logits: Tensor, line: str, unit: Fraction, meter: str | None, top_
     if info is None:
         return _ban_voice_ids(logits, line, voices)
     target, current, content = info
-    original = logits.clone()
     wanted = min(top_k if top_k > 0 else CHECKED, logits.numel())  # the sampler never looks past its top-k
+    banned: dict[int, float] = {}  # char → its logit before the ban
     checked: set[int] = set()
-    banned = 0
     while True:
         values, ids = torch.topk(logits, wanted)
         fresh = [int(i) for v, i in zip(values.tolist(), ids.tolist()) if v != float("-inf") and int(i) not in checked]
@@ -147,9 +146,10 @@ def align_bar(logits: Tensor, line: str, unit: Fraction, meter: str | None, top_
         for char in fresh:
             checked.add(char)
             if not _allowed(char, content, current, target, unit, meter):
+                banned[char] = float(logits[char])
                 logits[char] = float("-inf")
-                banned += 1
-    if not torch.isfinite(logits).any() or len(checked) == banned:
-        logits.copy_(original)  # nothing likely fits: leave the model's own choice
+    if banned and not torch.isfinite(logits).any():  # nothing likely fits: leave the model's own choice
+        for char, value in banned.items():
+            logits[char] = value
         return 0
-    return banned
+    return len(banned)

@@ -235,7 +235,7 @@ class PieceState:
 
     def constrain(self, logits: Tensor, sampling: SamplingSettings) -> None:
         """Apply the decoding constraints the settings ask for to this piece's next-char logits [V], in place."""
-        if not sampling.align_bars or not self.body_started and not self.line.startswith(("[r:", "[V:")):
+        if not sampling.align_bars or (not self.body_started and not self.line.startswith(("[r:", "[V:"))):
             return
         if self._timing is None:
             self._timing = header_timing(self.text)
