@@ -11,7 +11,16 @@ import torch
 from notagen.encoder.corpus import music21_tunes
 from notagen.encoder.features import FeatureExtractor
 from notagen.encoder.model import EncoderConfig, M3Model
-from notagen.metrics.scores import LinearProbe, acs, centroids, cosine, perplexity, prompt_key, validity
+from notagen.metrics.scores import (
+    LinearProbe,
+    acs,
+    centroids,
+    cosine,
+    perplexity,
+    prompt_key,
+    standard_error,
+    validity,
+)
 
 
 def _without_meter(text: str) -> str:
@@ -47,10 +56,19 @@ def test_acs_held_out_pieces_score_higher_against_their_own_group(reels_and_jigs
         assert own.per_prompt[name]["other_prompts_n"] == 40
         assert own.other_prompts_mean == pytest.approx(cosine(others, centroid).mean())
         assert own.mean > own.other_prompts_mean
+        # The standard error of the mean: sample standard deviation / sqrt(n), overall and per prompt.
+        assert own.se == pytest.approx(np.std(own.scores, ddof=1) / np.sqrt(10))
+        assert own.per_prompt[name]["se"] == pytest.approx(own.se) and own.se > 0
     # An unknown prompt falls back to the global centroid, and is counted.
     unknown = acs(reels[40:], [None] * 10, reference, groups)
     assert unknown.fallbacks == 10 and set(unknown.centroid_used) == {"global"}
     np.testing.assert_allclose(unknown.scores, cosine(reels[40:], reference.mean(0)), atol=1e-12)
+
+
+def test_standard_error():
+    assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(np.sqrt(5 / 3) / 2)
+    assert standard_error([0.5, 0.5]) == 0.0
+    assert np.isnan(standard_error([0.5])) and np.isnan(standard_error([]))
 
 
 def test_centroid_is_the_plain_mean_of_unnormalised_features():

@@ -58,7 +58,9 @@ from notagen.dpo.preferences import (
 from notagen.dpo.recipe import DPOConfig, dump_dpo_recipe, keys_help, load_dpo_recipe
 from notagen.errors import ConfigError, InputError, NotaGenError
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
+from notagen.metrics.evaluate import format_mean
 from notagen.metrics.evaluate import format_value as _cell
+from notagen.metrics.scores import standard_error
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 from notagen.train.loop import collate, rng_state, seed_int, seeded, set_rng_state, setup_runtime
@@ -395,7 +397,8 @@ class DPORun:
         bars = sum(e["bars"] or 0 for e in entries)
         report: dict[str, Any] = {
             "iteration": k, "checkpoint": scores["checkpoint"], "n": scores["n"], "encoder": scores["encoder"],
-            "acs": scores["acs"], "acs_per_prompt": scores["per_prompt"],
+            "acs": scores["acs"], "acs_se": standard_error([e["score"] for e in entries]),
+            "acs_per_prompt": scores["per_prompt"],
             "valid_rate": sum(e["valid"] for e in entries) / len(entries),
             "parse_rate": sum(bool(e["parses"]) for e in entries) / len(entries),
             "bae": sum(e["misaligned_bars"] or 0 for e in entries) / bars if bars else None,
@@ -620,7 +623,9 @@ class DPORun:
             scores = self.score(k)
             report = self.evaluate(k, scores)
             row.update({key: report[key] for key in ("n", "acs", "valid_rate", "bae", "memorised_share")})
+            row["acs_se"] = report.get("acs_se", standard_error([e["score"] for e in scores["samples"]]))
             row["acs_per_prompt"] = {p: v["mean"] for p, v in report["acs_per_prompt"].items()}
+            row["acs_se_per_prompt"] = {p: v.get("se") for p, v in report["acs_per_prompt"].items()}
             for label, entry in report["label_accuracy"].items():
                 row[f"la_{label}"] = entry.get("la")
             if train:
@@ -655,18 +660,44 @@ class DPORun:
             dist.destroy_process_group()
 
 
+def acs_change(first: dict[str, Any], last: dict[str, Any]) -> tuple[float, float] | None:
+    """(ACS of `last` − ACS of `first`, standard error of that difference); the two rows' samples are independent.
+
+    None when a row has no ACS or no standard error. At a few dozen samples per prompt the error is often as large
+    as what one iteration changes, so the report says whether a change exceeds twice its error.
+    """
+    values = (first.get("acs"), last.get("acs"), first.get("acs_se"), last.get("acs_se"))
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return None
+    return last["acs"] - first["acs"], math.hypot(first["acs_se"], last["acs_se"])
+
+
+def describe_change(change: tuple[float, float] | None) -> str:
+    """"+0.012 ± 0.005" and whether that is more than twice the standard error."""
+    if change is None:
+        return "–"
+    delta, error = change
+    verdict = "measurable" if abs(delta) > 2 * error else "within noise"
+    return f"{delta:+.3f} ± {error:.3f} ({verdict})"
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """report.md: one row per iteration (K = the model after K DPO iterations)."""
     encoder = report.get("encoder") or {}
     lines = ["# CLaMP-DPO run", "", f"Run: `{report['output_dir']}`; {report['samples_per_prompt']} samples per "
              f"prompt; encoder {encoder.get('encoder', '?')} (weights {encoder.get('weights', '?')}).", "",
-             "| K | N | ACS | valid | BAE | LA period | LA instr. | memorised | pairs | DPO loss first → last | "
-             "margin last |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "ACS is given ± its standard error; the change is against K = 0 (fresh, independent samples), called "
+             "measurable when it exceeds twice its error.", "",
+             "| K | N | ACS | ACS change | valid | BAE | LA period | LA instr. | memorised | pairs | "
+             "DPO loss first → last | margin last |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    first = report["rows"][0] if report["rows"] else {}
     for row in report["rows"]:
         training = row.get("training") or {}
         loss = (f"{_cell(training.get('first_loss'))} → {_cell(training.get('last_loss'))}"
                 if "first_loss" in training else "–")
-        lines.append(f"| {row['iteration']} | {_cell(row.get('n'))} | {_cell(row.get('acs'))} | "
+        change = describe_change(acs_change(first, row)) if row is not first else "–"
+        lines.append(f"| {row['iteration']} | {_cell(row.get('n'))} | {format_mean(row.get('acs'), row.get('acs_se'))} "
+                     f"| {change} | "
                      f"{_cell(row.get('valid_rate'), 2)} | {_cell(row.get('bae'))} | {_cell(row.get('la_period'), 2)} "
                      f"| {_cell(row.get('la_instrumentation'), 2)} | {_cell(row.get('memorised_share'), 2)} | "
                      f"{_cell(row.get('pairs'))} | {loss} | {_cell(training.get('last_margin'))} |")
@@ -675,7 +706,9 @@ def report_markdown(report: dict[str, Any]) -> str:
               "|---|" + "---|" * len(report["prompts"])]
     for row in report["rows"]:
         per = row.get("acs_per_prompt") or {}
-        lines.append(f"| {row['iteration']} | " + " | ".join(_cell(per.get(p)) for p in report["prompts"]) + " |")
+        errors = row.get("acs_se_per_prompt") or {}
+        lines.append(f"| {row['iteration']} | " + " | ".join(format_mean(per.get(p), errors.get(p))
+                                                            for p in report["prompts"]) + " |")
     lines.append("")
     return "\n".join(lines)
 
@@ -703,8 +736,10 @@ def dpo_command(recipe: Path, overrides: list[str]) -> int:
     finally:
         run.close()
     if run.rt.main:
-        acs = " → ".join(_cell(row.get("acs")) for row in report["rows"])
-        print(f"{config.iterations} DPO iteration(s); ACS {acs}; final model {report['final_checkpoint']}; "
+        rows = report["rows"]
+        acs = " → ".join(format_mean(row.get("acs"), row.get("acs_se")) for row in rows)
+        change = f" (change {describe_change(acs_change(rows[0], rows[-1]))})" if len(rows) > 1 else ""
+        print(f"{config.iterations} DPO iteration(s); ACS {acs}{change}; final model {report['final_checkpoint']}; "
               f"report in {run.run_dir / 'report.md'}")
     return 0
 

@@ -177,6 +177,13 @@ def format_value(value: Any, digits: int = 3) -> str:
 _fmt = format_value  # the report tables below are dense
 
 
+def format_mean(mean: Any, se: Any, digits: int = 3) -> str:
+    """A mean with its standard error, "0.824 ± 0.006" (the mean alone when the error is unknown)."""
+    if se is None or (isinstance(se, float) and math.isnan(se)):
+        return format_value(mean, digits)
+    return f"{format_value(mean, digits)} ± {format_value(se, digits)}"
+
+
 def _plots(out: Path, generated: list[GeneratedPiece], acs_scores: list[float] | None,
            runs: list[int] | None) -> list[str]:
     import matplotlib
@@ -234,7 +241,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
     lines += ["## Summary", "", "| metric | value | N | notes |", "|---|---|---|---|"]
     if "acs" in report:
         a = report["acs"]
-        lines.append(f"| ACS | {_fmt(a['mean'])} | {a['n']} | {a['fallbacks']} pieces scored against the global "
+        lines.append(f"| ACS (± standard error) | {format_mean(a['mean'], a.get('se'))} | {a['n']} | "
+                     f"{a['fallbacks']} pieces scored against the global "
                      f"centroid; real pieces of other prompts score {_fmt(a.get('other_prompts_mean'))} |")
     if "fmd" in report:
         f = report["fmd"]
@@ -264,10 +272,11 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
     if "acs" in report and report["acs"]["per_prompt"]:
         lines += ["", "## ACS per prompt", "",
                   "Baseline: real reference pieces of the other prompts, scored against this prompt's centroid.", "",
-                  "| prompt | N | mean | std | reference N | other prompts' real pieces (N) |",
+                  "| prompt | N | mean ± SE | std | reference N | other prompts' real pieces (N) |",
                   "|---|---|---|---|---|---|"]
         for key, entry in report["acs"]["per_prompt"].items():
-            lines.append(f"| {_cell(key)} | {entry['n']} | {_fmt(entry['mean'])} | {_fmt(entry['std'])} | "
+            lines.append(f"| {_cell(key)} | {entry['n']} | {format_mean(entry['mean'], entry.get('se'))} | "
+                         f"{_fmt(entry['std'])} | "
                          f"{entry['reference_n']} | {_fmt(entry.get('other_prompts_mean'))} "
                          f"({entry.get('other_prompts_n', 0)}) |")
     if report.get("examples"):
@@ -464,7 +473,7 @@ def eval_command(
                       batch_size, max_reference, True, device)
     parts = []
     if "acs" in report:
-        parts.append(f"ACS {report['acs']['mean']:.3f}")
+        parts.append(f"ACS {format_mean(report['acs']['mean'], report['acs'].get('se'))}")
     if "fmd" in report:
         parts.append(f"FMD {report['fmd']['value']:.3f}")
     if "validity" in report:

@@ -50,9 +50,19 @@ class ACSResult:
     n_reference: int
     fallbacks: int
     other_prompts_mean: float = float("nan")
+    se: float = float("nan")
+    """Standard error of `mean` over the pieces: two ACS values from independent samples whose difference is
+    within about twice the combined error (√(se₁² + se₂²)) are not distinguishable."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean (sample standard deviation / √n); NaN for fewer than two values."""
+    if len(values) < 2:
+        return float("nan")
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
 def centroids(features: np.ndarray, keys: Sequence[str | None], min_group: int = 1) -> dict[str, np.ndarray]:
@@ -85,6 +95,7 @@ def acs(features: np.ndarray, prompts: Sequence[str | None], reference: np.ndarr
     for key in sorted({str(p) for p in prompts}):
         values = [s for s, p in zip(scores, prompts) if str(p) == key]
         per_prompt[key] = {"n": len(values), "mean": float(np.mean(values)), "std": float(np.std(values)),
+                           "se": standard_error(values),
                            "reference_n": counts.get(key, 0), "other_prompts_mean": float("nan"),
                            "other_prompts_n": 0}
         if key in groups:
@@ -96,7 +107,7 @@ def acs(features: np.ndarray, prompts: Sequence[str | None], reference: np.ndarr
                 if entry["other_prompts_mean"] == entry["other_prompts_mean"]]
     baseline = (sum(n * v for n, v in weighted) / sum(n for n, _ in weighted)) if weighted else float("nan")
     return ACSResult(float(np.mean(scores)), scores, used, per_prompt, len(scores), len(reference),
-                     sum(u == "global" for u in used), baseline)
+                     sum(u == "global" for u in used), baseline, standard_error(scores))
 
 
 # --- label accuracy -----------------------------------------------------------------------------------------------
