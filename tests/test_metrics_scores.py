@@ -16,6 +16,7 @@ from notagen.metrics.scores import (
     acs,
     centroids,
     cosine,
+    nearest_cosine,
     perplexity,
     prompt_key,
     standard_error,
@@ -125,3 +126,14 @@ def test_perplexity_of_a_tiny_notagen_model():
 
     approx = perplexity(LossOnly(), texts[:1], patchilizer)
     assert approx.perplexity == pytest.approx(single.perplexity, rel=0.05)
+
+
+def test_nearest_cosine_matches_the_row_wise_cosine():
+    rng = np.random.default_rng(0)
+    features, reference = rng.normal(size=(5, 8)), rng.normal(size=(7, 8))
+    largest, nearest = nearest_cosine(features, reference)
+    for row, value, index in zip(features, largest, nearest):
+        similarity = cosine(reference, row)
+        assert index == int(np.argmax(similarity)) and value == pytest.approx(similarity.max())
+    largest, nearest = nearest_cosine(reference[2:3] * 3.0, reference)  # a scaled copy is its own nearest piece
+    assert nearest[0] == 2 and largest[0] == pytest.approx(1.0)

@@ -58,9 +58,9 @@ from notagen.dpo.preferences import (
 from notagen.dpo.recipe import DPOConfig, dump_dpo_recipe, keys_help, load_dpo_recipe
 from notagen.errors import ConfigError, InputError, NotaGenError
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
-from notagen.metrics.evaluate import format_mean
+from notagen.metrics.evaluate import format_mean, is_missing
 from notagen.metrics.evaluate import format_value as _cell
-from notagen.metrics.scores import standard_error
+from notagen.metrics.scores import acs, nearest_cosine, standard_error
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 from notagen.train.loop import collate, rng_state, seed_int, seeded, set_rng_state, setup_runtime
@@ -318,8 +318,6 @@ class DPORun:
 
     def score(self, k: int) -> dict[str, Any]:
         """scores.json of iteration k (reused when it covers the same samples)."""
-        from notagen.metrics.scores import acs, cosine
-
         path = self.iter_dir(k) / "scores.json"
         names = [name for name, _, _ in self.sample_names()]
         if path.is_file() and (self.iter_dir(k) / "features.npy").is_file():
@@ -331,16 +329,16 @@ class DPORun:
         reference = self.reference_features()
         features = extractor.embed([scoring_text(s["interleaved"], s["raw"]) for s in samples])
         result = acs(features, [s["prompt_key"] for s in samples], reference, self.reference_keys)
-        norms = np.linalg.norm(reference, axis=1)
+        # The same nearest-reference cosine that calibrates the plagiarism limit (preferences.py).
+        largest, nearest = nearest_cosine(features, reference)
         index = self.memorisation_index() if self.config.memorisation_bars > 0 else None
         entries = []
-        for s, vector, value, used in zip(samples, features, result.scores, result.centroid_used):
-            similarity = cosine(reference, vector) if norms.size else np.zeros(0)
-            nearest = int(np.argmax(similarity))
+        for s, value, used, similarity, closest in zip(samples, result.scores, result.centroid_used, largest,
+                                                       nearest):
             entry: dict[str, Any] = {
                 "name": s["name"], "prompt": s["prompt_key"], "score": value, "centroid": used,
-                "max_reference_cosine": float(similarity[nearest]),
-                "nearest_reference": self.reference_pieces[nearest].id,
+                "max_reference_cosine": float(similarity),
+                "nearest_reference": self.reference_pieces[int(closest)].id,
                 "valid": bool(s["valid"]), "error": s["validity"].get("error"),
                 "bars": s["validity"].get("bars"), "misaligned_bars": s["validity"].get("misaligned_bars"),
                 "parses": s["validity"].get("parses"), "stop_reason": s["stop_reason"],
@@ -389,15 +387,17 @@ class DPORun:
     def evaluate(self, k: int, scores: dict[str, Any]) -> dict[str, Any]:
         """eval.json of iteration k's samples (reused when present)."""
         path = self.iter_dir(k) / "eval.json"
+        entries = scores["samples"]
+        acs_se = standard_error([e["score"] for e in entries])
         if path.is_file():
             report = _read_json(path)
             if report.get("n") == scores["n"]:
+                report.setdefault("acs_se", acs_se)  # eval.json written before standard errors were reported
                 return report
-        entries = scores["samples"]
         bars = sum(e["bars"] or 0 for e in entries)
         report: dict[str, Any] = {
             "iteration": k, "checkpoint": scores["checkpoint"], "n": scores["n"], "encoder": scores["encoder"],
-            "acs": scores["acs"], "acs_se": standard_error([e["score"] for e in entries]),
+            "acs": scores["acs"], "acs_se": acs_se,
             "acs_per_prompt": scores["per_prompt"],
             "valid_rate": sum(e["valid"] for e in entries) / len(entries),
             "parse_rate": sum(bool(e["parses"]) for e in entries) / len(entries),
@@ -622,8 +622,7 @@ class DPORun:
         if self.rt.main:
             scores = self.score(k)
             report = self.evaluate(k, scores)
-            row.update({key: report[key] for key in ("n", "acs", "valid_rate", "bae", "memorised_share")})
-            row["acs_se"] = report.get("acs_se", standard_error([e["score"] for e in scores["samples"]]))
+            row.update({key: report[key] for key in ("n", "acs", "acs_se", "valid_rate", "bae", "memorised_share")})
             row["acs_per_prompt"] = {p: v["mean"] for p, v in report["acs_per_prompt"].items()}
             row["acs_se_per_prompt"] = {p: v.get("se") for p, v in report["acs_per_prompt"].items()}
             for label, entry in report["label_accuracy"].items():
@@ -666,8 +665,7 @@ def acs_change(first: dict[str, Any], last: dict[str, Any]) -> tuple[float, floa
     None when a row has no ACS or no standard error. At a few dozen samples per prompt the error is often as large
     as what one iteration changes, so the report says whether a change exceeds twice its error.
     """
-    values = (first.get("acs"), last.get("acs"), first.get("acs_se"), last.get("acs_se"))
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+    if any(is_missing(row.get(key)) for row in (first, last) for key in ("acs", "acs_se")):
         return None
     return last["acs"] - first["acs"], math.hypot(first["acs_se"], last["acs_se"])
 

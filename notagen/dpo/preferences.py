@@ -72,12 +72,11 @@ def calibrate_plagiarism_cosine(reference: Any, held_out: Any, percentile: float
     """
     import numpy as np
 
-    reference, held_out = np.asarray(reference, np.float64), np.asarray(held_out, np.float64)
-    if reference.size == 0 or held_out.size == 0:
+    from notagen.metrics.scores import nearest_cosine
+
+    if np.size(reference) == 0 or np.size(held_out) == 0:
         raise ValueError("calibration needs reference and held-out features")
-    a = held_out / np.maximum(np.linalg.norm(held_out, axis=1, keepdims=True), 1e-12)
-    b = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
-    return float(np.percentile((a @ b.T).max(axis=1), percentile))
+    return float(np.percentile(nearest_cosine(held_out, reference)[0], percentile))
 
 
 def sample_problem(facts: Mapping[str, Any], filters: PreferenceFilters = PreferenceFilters()) -> str | None:

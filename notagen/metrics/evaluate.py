@@ -165,9 +165,14 @@ def _probe_scores(ref_features: np.ndarray, ref_pieces: list[Piece], gen_feature
     return out
 
 
+def is_missing(value: Any) -> bool:
+    """None or NaN: a number a report cannot give."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def format_value(value: Any, digits: int = 3) -> str:
     """A report cell: floats to `digits` places, None and NaN as an en dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -179,7 +184,7 @@ _fmt = format_value  # the report tables below are dense
 
 def format_mean(mean: Any, se: Any, digits: int = 3) -> str:
     """A mean with its standard error, "0.824 ± 0.006" (the mean alone when the error is unknown)."""
-    if se is None or (isinstance(se, float) and math.isnan(se)):
+    if is_missing(se):
         return format_value(mean, digits)
     return f"{format_value(mean, digits)} ± {format_value(se, digits)}"
 

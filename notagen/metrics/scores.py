@@ -31,6 +31,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
+def nearest_cosine(features: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of `features` [N, d]: its largest cosine to a single row of `reference` [M, d], and that row."""
+    a = np.asarray(features, np.float64)
+    b = np.asarray(reference, np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    similarity = a @ b.T
+    nearest = similarity.argmax(axis=1)
+    return similarity[np.arange(len(a)), nearest], nearest
+
+
 # --- ACS ----------------------------------------------------------------------------------------------------------
 
 @dataclass
