@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from notagen.errors import ConversionError
+from notagen.instruments import gm_program
 from notagen.io import atomic_write_bytes, atomic_write_text
 
 FORMATS = ("svg", "png", "midi", "wav")
@@ -27,19 +27,6 @@ SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/
                   "/usr/share/sounds/sf3", "~/.local/share/soundfonts", "/opt/homebrew/share/soundfonts")
 SOUNDFONT_PREFERENCE = ("FluidR3_GM.sf2", "default-GM.sf2", "TimGM6mb.sf2", "GeneralUser.sf2")
 PNG_WIDTH = 1200
-
-# Part-name keyword → General MIDI program (0-based). Checked in order, so specific names come first.
-GM_PROGRAMS: tuple[tuple[str, int], ...] = (
-    ("harpsichord", 6), ("cembalo", 6), ("clavichord", 7), ("celesta", 8), ("glockenspiel", 9),
-    ("organ", 19), ("accordion", 21), ("harmonium", 20), ("guitar", 24), ("lute", 24), ("mandolin", 25),
-    ("contrabass", 43), ("double bass", 43), ("doublebass", 43), ("kontrabass", 43), ("violone", 43),
-    ("violoncello", 42), ("cello", 42), ("viola", 41), ("violin", 40), ("fiddle", 40), ("strings", 48),
-    ("harp", 46), ("timpani", 47), ("piccolo", 72), ("flute", 73), ("flauto", 73), ("recorder", 74),
-    ("english horn", 69), ("cor anglais", 69), ("oboe", 68), ("bassoon", 70), ("fagott", 70), ("clarinet", 71),
-    ("saxophone", 65), ("horn", 60), ("corno", 60), ("trumpet", 56), ("tromba", 56), ("trombone", 57),
-    ("tuba", 58), ("soprano", 52), ("alto", 52), ("tenor", 52), ("baritone", 52), ("bass", 52), ("voice", 53),
-    ("voce", 53), ("canto", 52), ("choir", 52), ("chorus", 52), ("piano", 0), ("keyboard", 0),
-)
 
 
 @dataclass
@@ -50,15 +37,6 @@ class RenderResult:
     skipped: dict[str, str] = field(default_factory=dict)
     programs: dict[str, int] = field(default_factory=dict)
     """Part id → General MIDI program (0-based) used for MIDI/WAV."""
-
-
-def gm_program(part_name: str) -> int:
-    """General MIDI program (0-based) for a part name; piano when nothing matches."""
-    name = part_name.lower()
-    for keyword, program in GM_PROGRAMS:
-        if re.search(rf"\b{re.escape(keyword)}", name):
-            return program
-    return 0
 
 
 def set_midi_programs(musicxml: str) -> tuple[str, dict[str, int]]:

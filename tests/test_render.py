@@ -8,7 +8,8 @@ import mido
 import numpy as np
 import pytest
 
-from notagen.render import find_soundfont, gm_program, render_score, set_midi_programs
+from notagen.instruments import gm_program
+from notagen.render import find_soundfont, render_score, set_midi_programs
 
 
 @pytest.fixture(scope="module")
