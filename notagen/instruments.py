@@ -95,7 +95,7 @@ INSTRUMENTS: tuple[tuple[tuple[str, ...], Instrument], ...] = (
     (("alto", "alt", "contralto", "altus"), _i("Alto", "voice", 52, "voice.alto", 53, 74)),
     (("tenor", "tenore", "tenorino"), _i("Tenor", "voice", 52, "voice.tenor", 48, 69)),
     (("baritone", "bariton"), _i("Baritone", "voice", 52, "voice.baritone", 45, 65, "bass")),
-    (("bass", "basso", "bassus", "basse"), _i("Bass", "voice", 52, "voice.bass", 40, 62, "bass")),
+    (("bass", "basso", "bassus", "basse"), _i("Bass", "voice", 52, "voice.bass", 38, 62, "bass")),
     (("voice", "voce", "singstimme", "gesang", "stimme", "vocal", "solo"), _i("Voice", "voice", 53, "voice.vocals",
                                                                             45, 84)),
     (("choir", "chorus", "chor", "coro"), _i("Choir", "voice", 52, "voice.choir", 40, 81)),
@@ -145,6 +145,13 @@ def clef_of(definition: str) -> str | None:
     return "percussion" if clef.startswith("perc") else clef
 
 
+def octave_shift(definition: str) -> int:
+    """Semitones between written and sounding pitch that an ABC voice definition's clef states: `treble-8` (a
+    tenor written an octave up) → -12, `treble+8` → +12, otherwise 0."""
+    match = re.search(r"\b(?:treble|bass|alto|tenor)([+-])8\b", _NAME_FIELD.sub(" ", definition))
+    return 0 if not match else (12 if match.group(1) == "+" else -12)
+
+
 def part_names(definition: str) -> list[str]:
     """The `nm="…"` and `snm="…"` names of an ABC voice definition, long name first."""
     names = {key: value for key, value in _NAME_FIELD.findall(definition)}
@@ -168,6 +175,33 @@ def identify_voice(definition: str) -> Instrument:
         if found is not None:
             return found
     return identify("", clef_of(definition) or "treble")
+
+
+def brace_groups(score_line: str) -> list[list[str]]:
+    """Voice ids of each `{ … }` group of a `%%score` line: the staves of one instrument (a piano's two hands)."""
+    return [re.findall(r"[A-Za-z0-9_]+", group) for group in re.findall(r"\{([^}]*)\}", score_line)]
+
+
+def voice_instruments(header: list[str]) -> dict[str, Instrument]:
+    """The instrument of every voice defined in an ABC header.
+
+    A voice is known by its names, else by the named voice of its `%%score` brace group (the unnamed left hand of
+    `%%score { 1 | ( 2 3 ) }` with `V:1 nm="Piano"` is the piano too), else by its clef.
+    """
+    definitions = {}
+    for line in header:
+        match = re.match(r"V:\s*(\S+)(.*)$", line)
+        if match:
+            definitions[match.group(1)] = line
+    named = {vid: by_name(name) for vid, line in definitions.items() for name in part_names(line)[:1]}
+    for line in header:
+        if line.startswith("%%score"):
+            for group in brace_groups(line):
+                owner = next((named[vid] for vid in group if named.get(vid)), None)
+                for vid in group:
+                    if owner is not None and named.get(vid) is None:
+                        named[vid] = owner
+    return {vid: named.get(vid) or identify_voice(line) for vid, line in definitions.items()}
 
 
 def gm_program(part_name: str) -> int:

@@ -4,14 +4,15 @@
 * PNG pages from each SVG via `rsvg-convert` (Debian librsvg2-bin), else cairosvg if installed.
 * WAV from the MIDI via the fluidsynth command line (`-ni -g 0.8 -r 44100 -F`; the default gain 0.2 is too quiet)
   and a General MIDI soundfont found on disk. Missing tools skip that format with a warning, never a crash.
-* General MIDI instruments are chosen from the part names (`Violin` → 41, `Soprano` → Choir Aahs …) and written into
-  the MusicXML `<score-part>`s before the MIDI is made, so the audio sounds like the instrumentation.
+* Every part carries its instrument (`set_instruments`: name, MusicXML sound, General MIDI program, from the part's
+  name or clef), so the MIDI, the audio and notation programs all play the instrumentation.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from notagen.errors import ConversionError
-from notagen.instruments import gm_program
 from notagen.io import atomic_write_bytes, atomic_write_text
 
 FORMATS = ("svg", "png", "midi", "wav")
@@ -39,30 +39,45 @@ class RenderResult:
     """Part id → General MIDI program (0-based) used for MIDI/WAV."""
 
 
-def set_midi_programs(musicxml: str) -> tuple[str, dict[str, int]]:
-    """Write a `<midi-instrument>` (channel, program from the part name) into every `<score-part>`."""
+_CLEF_SIGNS = {"G": "treble", "F": "bass", "C": "alto", "percussion": "percussion"}
+
+
+def set_instruments(musicxml: str) -> tuple[str, dict[str, int]]:
+    """Give every part its instrument, and keep key signatures within 7 sharps or flats.
+
+    Each `<score-part>` gets a `<score-instrument>` (name and MusicXML standard sound, e.g. `strings.viola`) and a
+    `<midi-instrument>` (its own channel, the General MIDI program), from the part's name or else its clef
+    (`notagen.instruments`), so notation programs and our MIDI play the same sound. A `<fifths>` beyond ±7 is
+    written as its enharmonic signature: notes carry their own pitch in MusicXML, so only the display changes,
+    and MIDI files may then hold the key (they cannot store more than 7). Returns the text and part id → program.
+    """
+    from notagen.instruments import identify
+
     try:
         root = ET.fromstring(musicxml.encode("utf-8") if musicxml.lstrip().startswith("<?xml") else musicxml)
     except ET.ParseError as error:
         raise ConversionError(f"MusicXML is not well-formed: {error}") from error
+    clefs = {part.get("id"): _CLEF_SIGNS.get(part.findtext(".//clef/sign") or "G", "treble")
+             for part in root.iter("part")}
     programs: dict[str, int] = {}
     channel = 0
     for part in root.iter("score-part"):
         part_id = part.get("id", f"P{len(programs) + 1}")
         name = part.findtext("part-name") or ""
-        program = gm_program(name)
-        programs[part_id] = program
+        instrument = identify(name, clefs.get(part_id))
+        programs[part_id] = instrument.program
         channel += 1
         if channel == 10:  # channel 10 is percussion in General MIDI
             channel += 1
         instrument_id = f"{part_id}-I1"
-        for old in part.findall("midi-instrument") + part.findall("score-instrument"):
+        for old in part.findall("midi-instrument") + part.findall("score-instrument") + part.findall("midi-device"):
             part.remove(old)
         score_instrument = ET.SubElement(part, "score-instrument", id=instrument_id)
-        ET.SubElement(score_instrument, "instrument-name").text = name or "Piano"
+        ET.SubElement(score_instrument, "instrument-name").text = name or instrument.name
+        ET.SubElement(score_instrument, "instrument-sound").text = instrument.sound
         midi = ET.SubElement(part, "midi-instrument", id=instrument_id)
-        ET.SubElement(midi, "midi-channel").text = str(min(channel, 16))
-        ET.SubElement(midi, "midi-program").text = str(program + 1)  # MusicXML counts programs from 1
+        ET.SubElement(midi, "midi-channel").text = str((channel - 1) % 16 + 1)
+        ET.SubElement(midi, "midi-program").text = str(instrument.program + 1)  # MusicXML counts from 1
     # score-part children have a fixed order: part-name … score-instrument, midi-device, midi-instrument.
     for part in root.iter("score-part"):
         children = list(part)
@@ -71,7 +86,14 @@ def set_midi_programs(musicxml: str) -> tuple[str, dict[str, int]]:
         for child in list(part):
             part.remove(child)
         part.extend(children)
-    return ET.tostring(root, encoding="unicode"), programs
+    for fifths in root.iter("fifths"):
+        value = int(fifths.text or 0)
+        if abs(value) > 7:
+            fifths.text = str(value - 12 if value > 0 else value + 12)
+    text = ET.tostring(root, encoding="unicode")
+    doctype = re.search(r"<!DOCTYPE[^>]*>", musicxml)
+    header = "<?xml version='1.0' encoding='utf-8'?>\n" + (doctype.group(0) + "\n" if doctype else "")
+    return header + text, programs
 
 
 def _toolkit():
@@ -183,7 +205,7 @@ def render_score(musicxml: str, directory: Path, stem: str, formats: tuple[str, 
         raise ValueError(f"unknown render formats: {unknown}")
     directory.mkdir(parents=True, exist_ok=True)
     result = RenderResult()
-    musicxml, result.programs = set_midi_programs(musicxml)
+    musicxml, result.programs = set_instruments(musicxml)
 
     svg_paths: list[Path] = []
     if "svg" in formats or "png" in formats:

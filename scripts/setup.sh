@@ -6,14 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras=""
+# The studio (`notagen serve`) is part of every install; --test adds the test tools.
+extras="[serve]"
 [ "${1:-}" = "--test" ] && extras="[test,serve]"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Audio (fluidsynth + a small General MIDI soundfont), SVG → PNG, and venv support. --no-install-recommends keeps
-# fluidsynth at ~11 MB instead of ~250 MB.
-packages="fluidsynth timgm6mb-soundfont librsvg2-bin python3-venv"
+# Audio (fluidsynth + a small General MIDI soundfont), SVG → PNG, venv support, and the outside judges of a valid
+# piece (abc2midi, abcm2ps: `notagen check --judges`, the tests). --no-install-recommends keeps fluidsynth at ~11 MB
+# instead of ~250 MB.
+packages="fluidsynth timgm6mb-soundfont librsvg2-bin python3-venv abcmidi abcm2ps"
 # The studio's browser test drives headless Chromium through chromedriver (WebDriver over HTTP).
 if [ "${1:-}" = "--test" ]; then packages="$packages chromium chromium-driver"; fi
 missing=""

@@ -72,9 +72,94 @@ def test_check_command(tmp_path, capsys, chorale):
     assert "valid" in capsys.readouterr().out
     assert main(["check", str(bad)]) == 1
     out = capsys.readouterr().out
-    assert "INVALID" in out and "bar 2: V:1 7/2" in out
+    assert "INVALID" in out and "bar 2, V:1: duration: bar lasts 7/2 quarter notes, the meter 4" in out
     assert main(["check", str(bad), "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["misaligned_bars"] == 1 and data["bar_durations"]["1"][1] == "7/2"
     assert main(["check", str(tmp_path / "missing.abc")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+# -- strict rules: a small valid piece, then one hand-made breakage per rule ---------------------------------
+
+VALID = """X:1
+L:1/8
+M:4/4
+K:G
+V:1 treble nm="Soprano"
+V:2 bass nm="Bass"
+[V:1]B2|[V:2]G,2|
+[V:1]c2 d2 (e2 d2)|[V:2]C,2 B,,2 C,2 D,2|
+[V:1]d4- d2 B2|[V:2]G,,4 G,2 D,2|
+[V:1](3BAG A2 !fermata!G2 z2|[V:2]D,2 D,2 !fermata!G,,2 z2|
+[V:1]G6|][V:2]G,,6|]
+"""
+
+
+def test_the_valid_piece_is_valid():
+    report = check_abc(VALID)
+    assert report.valid, report.failures
+    assert report.failure_counts == {}
+
+
+@pytest.mark.parametrize("rule, old, new", [
+    ("token", "G,2|\n[V:1]c2", "G,2 ,,|\n[V:1]c2"),                       # stray octave marks
+    ("token", "!fermata!G2 z2|[V:2]", "!fermatta!G2 z2|[V:2]"),           # unknown decoration
+    ("tie", "d4- d2 B2", "d4- c2 B2"),                                    # a tie to another pitch
+    ("tie", "d4- d2 B2", "d4-- d2 B2"),                                   # a doubled tie
+    ("slur", "(e2 d2)", "(e2 d2"),                                        # never closed
+    ("tuplet", "G2 z2|[V:2]D,2", "G2 z (3B|[V:2]D,2"),                    # a tuplet short of notes in its bar
+    ("grace", "[V:1]G6|]", "[V:1]G6 {a}|]"),                               # grace notes leading to no note
+    ("chord", "d4- d2 B2", "d4- d2 [B2d]"),                               # one chord, two lengths
+    ("duration", "[V:1]c2 d2 (e2 d2)|[V:2]C,2 B,,2 C,2 D,2|", "[V:1]c2 d2 (e2 d4)|[V:2]C,2 B,,2 C,2 D,4|"),
+    ("duration", "[V:1]G6|]", "[V:1]G5 z|]"),                               # no note head lasts 5 eighths
+    ("bars", "[V:2]G,,4 G,2 D,2|", "[V:2]G,,4 G,2 D,|"),                  # voices last differently
+    ("key", "K:G", "K:Fb"),                                               # 8 flats
+    ("key", "[V:1]c2 d2", "[V:1][K:D]c2 d2"),                             # a key change in one voice only
+    ("repeat", "[V:1]d4- d2 B2|", "[V:1]d4- d2 B2:|"),                    # a repeat in one voice only
+    ("range", "[V:2]C,2 B,,2", "[V:2]C,,,2 B,,2"),                        # C1 in a bass
+])
+def test_each_rule_rejects_its_breakage(rule, old, new):
+    assert old in VALID
+    report = check_abc(VALID.replace(old, new, 1))
+    assert not report.valid
+    assert rule in report.failure_counts, report.failures
+    failure = next(f for f in report.failures if f.rule == rule)
+    assert str(failure).count(":") >= 1 and (failure.bar is not None or rule in ("key",))
+
+
+def test_lenient_check_keeps_only_alignment_rules():
+    broken = VALID.replace("d4- d2 B2", "d4- c2 B2")
+    assert not check_abc(broken).valid
+    assert check_abc(broken, strict=False).valid
+
+
+def test_pickup_and_completing_last_bar_are_allowed_but_split_bars_are_not():
+    assert check_abc(VALID).valid                                          # pickup of 1/4, last bar of 3/4
+    split = VALID.replace("[V:1](3BAG A2 !fermata!G2 z2|[V:2]D,2 D,2 !fermata!G,,2 z2|",
+                          "[V:1](3BAG A2 !fermata!G2|[V:2]D,2 D,2 !fermata!G,,2|\n[V:1]z2|[V:2]z2|")
+    report = check_abc(split)
+    assert not report.valid and report.failure_counts.get("duration") == 4
+
+
+def test_ties_across_a_barline_keep_their_accidental():
+    tied = VALID.replace("[V:1]d4- d2 B2", "[V:1]c4 d2 B2").replace("[V:1]c2 d2 (e2 d2)", "[V:1]c2 d2 (e2 ^c2-)")
+    report = check_abc(tied)                                 # `^c2-|c4`: the second c is still C sharp
+    assert "tie" not in report.failure_counts, report.failures
+    assert "tie" in check_abc(tied.replace("|\n[V:1]c4 d2", "|\n[V:1]=c4 d2")).failure_counts
+
+
+def test_check_command_judges(tmp_path, capsys):
+    import shutil
+
+    path = tmp_path / "piece.abc"
+    path.write_text(VALID)
+    assert main(["check", str(path), "--judges"]) == 0
+    out = capsys.readouterr().out
+    if shutil.which("abc2midi"):
+        assert "abc2midi: accepts" in out
+    path.write_text(VALID.replace("d4- d2 B2", "d4- d2 B2 c2"))
+    assert main(["check", str(path), "--judges"]) == 1
+    out = capsys.readouterr().out
+    if shutil.which("abc2midi"):
+        assert "abc2midi: REJECTS" in out and "time units" in out

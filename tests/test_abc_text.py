@@ -1,13 +1,9 @@
-"""Cleanup rules (format-and-model §1.2), header/body split, prompt lines, bar durations."""
+"""Cleanup rules of the official pipeline, header/body split, prompt lines."""
 
-from fractions import Fraction
-
-import pytest
 from music21 import corpus
 
 from notagen.abc.text import (
     bar_count,
-    bar_duration,
     clean_abc,
     original_key,
     prompt_block,
@@ -128,27 +124,3 @@ def test_bar_count_and_voice_names():
     assert bar_count(text) == 3
     assert voice_names(text) == ["1", "2"]
     assert voice_names(clean_abc(RAW)) == ["1", "2"]
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("A2 B2 !fermata!c2 e2", Fraction(1)),
-    ("cB", Fraction(1, 4)),                      # pickup of two eighths
-    ("(3abc d", Fraction(3, 8)),                 # triplet of eighths = a quarter
-    ("(3:2:4a/b/c/d/", Fraction(1, 6)),          # explicit p:q:r, 4 notes affected
-    ("[CEG]2 z2", Fraction(1, 2)),
-    ("[C2E2G2] z2", Fraction(1, 2)),             # length inside the chord
-    ("a>b c<d", Fraction(1, 2)),
-    ("z/ z// z3/2", Fraction(9, 32)),
-    ('"^dolce" {/d} .c2 !p! d e f2', Fraction(3, 4)),
-    ("Z", Fraction(1)),                          # bar rest in 4/4
-    ("[L:1/16] c4 d4", Fraction(1, 2)),
-    ("abc&def", Fraction(3, 8)),                 # overlay counts once
-])
-def test_bar_duration(text, expected):
-    assert bar_duration(text, Fraction(1, 8), "4/4") == expected
-
-
-def test_bar_duration_unmeasurable():
-    assert bar_duration(">a") is None
-    assert bar_duration("Z", meter="none") is None
-    assert bar_duration("(0a") is None

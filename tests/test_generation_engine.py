@@ -11,7 +11,7 @@ from notagen.generation.reference import generate_plain
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 
-GREEDY = SamplingSettings(top_k=1)
+GREEDY = SamplingSettings(top_k=1, strict=False)
 PROMPT = "%Baroque\n%Bach, Johann Sebastian\n%Keyboard\n"
 CONTINUATION = ("L:1/8\nM:4/4\nK:C\n"
                 "[r:0/3][V:1]abcd|[V:2]cdef|\n[r:1/2][V:1]abcd|[V:2]cdef|\n[r:2/1][V:1]gfed|[V:2]cBAG|\n[r:3/0][V:1]ab")
@@ -54,12 +54,12 @@ def test_greedy_engine_matches_plain_loop_across_rewindows():
     assert engine.stats.prefills == sum(1 + p.rewindows for p in cached)
 
 
-@pytest.mark.parametrize("align_bars", [False, True])
-def test_sampled_engine_matches_plain_loop(align_bars):
+@pytest.mark.parametrize("strict", [False, True])
+def test_sampled_engine_matches_plain_loop(strict):
     model = tiny_model(patch_length=32, seed=3)
     requests = [PieceRequest(CONTINUATION, seed=11), PieceRequest(PROMPT, seed=12)]
     limits = GenerationLimits(max_patches=40)
-    settings = SamplingSettings(temperature=1.2, top_k=9, top_p=0.9, align_bars=align_bars)
+    settings = SamplingSettings(temperature=1.2, top_k=9, top_p=0.9, strict=strict)
     cached = GenerationEngine(model).generate(requests, settings, limits, batch_size=2)
     plain = generate_plain(model, requests, settings, limits)
     assert [p.text for p in cached] == [p.text for p in plain]

@@ -7,6 +7,7 @@ from notagen.instruments import (
     identify,
     identify_voice,
     part_names,
+    voice_instruments,
 )
 
 
@@ -40,3 +41,10 @@ def test_ranges_with_margin_stay_on_the_piano():
     low, high = UNKNOWN.bounds()
     assert (low, high) == (PIANO_LOW, PIANO_HIGH)
     assert not UNKNOWN.allows(PIANO_LOW - 1) and not UNKNOWN.allows(PIANO_HIGH + 1)
+
+
+def test_unnamed_staves_of_a_brace_group_share_the_instrument():
+    header = ['%%score { 1 | ( 2 3 ) } 4', 'V:1 treble nm="Piano" snm="Pno."', "V:2 bass", "V:3 bass",
+              "V:4 bass"]
+    instruments = voice_instruments(header)
+    assert [instruments[v].name for v in "1234"] == ["Piano", "Piano", "Piano", "Bass part"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from notagen.instruments import gm_program
-from notagen.render import find_soundfont, render_score, set_midi_programs
+from notagen.render import find_soundfont, render_score, set_instruments
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +83,14 @@ def test_gm_programs_from_part_names():
     assert gm_program("Contrabass") == 43 and gm_program("Flute 1") == 73 and gm_program("Piano") == 0
     assert gm_program("Harpsichord") == 6 and gm_program("Soprano") == 52 and gm_program("Something") == 0
     xml = ('<score-partwise><part-list><score-part id="P1"><part-name>Cello</part-name></score-part>'
-           '<score-part id="P2"><part-name>Flute</part-name></score-part></part-list></score-partwise>')
-    text, programs = set_midi_programs(xml)
-    assert programs == {"P1": 42, "P2": 73}
+           '<score-part id="P2"><part-name>Flute</part-name></score-part><score-part id="P3"><part-name/>'
+           '</score-part></part-list><part id="P3"><measure><attributes><key><fifths>-8</fifths></key>'
+           '<clef><sign>C</sign></clef></attributes></measure></part></score-partwise>')
+    text, programs = set_instruments(xml)
+    assert programs == {"P1": 42, "P2": 73, "P3": 41}           # an unnamed part in alto clef plays as a viola
     assert "<midi-program>43</midi-program>" in text and "<midi-program>74</midi-program>" in text
+    assert "<instrument-sound>strings.cello</instrument-sound>" in text
+    assert "<fifths>4</fifths>" in text                             # F-flat major is written as E major
 
 
 def test_soundfont_override(tmp_path, monkeypatch):

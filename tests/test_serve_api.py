@@ -179,7 +179,8 @@ def test_unconditional_model_and_missing_checkpoint(tmp_path):
 def test_job_lifecycle_files_and_history_survive_a_restart(random_checkpoint, tmp_path):
     out = tmp_path / "out"
     with TestClient(create_app(random_checkpoint, out, device="cpu")) as client:
-        response = client.post("/api/jobs", json=job_request(n=2, seed=7))
+        raw_sampling = {"temperature": 1.0, "top_k": 9, "top_p": 0.9, "strict": False}
+        response = client.post("/api/jobs", json=job_request(n=2, seed=7, sampling=raw_sampling))
         assert response.status_code == 202, response.text
         created = response.json()
         assert created["state"] in ("queued", "running") and created["request"]["prompt"] == CHOPIN
@@ -189,7 +190,7 @@ def test_job_lifecycle_files_and_history_survive_a_restart(random_checkpoint, tm
         assert job["progress"]["chars_per_second"] > 0
         assert [piece["seed"] for piece in job["results"]] == [7, 8]
         for piece in job["results"]:
-            # Random weights write garbage: it must be reported invalid, with the reason, not hidden.
+            # Random weights sampled raw write garbage: it must be reported invalid, with the reason, not hidden.
             assert piece["valid"] is False and piece["error"]
             raw = client.get(job["files_url"] + piece["files"]["raw_abc"][0])
             assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/plain")

@@ -149,14 +149,14 @@ def test_pick_generate_see_and_hear_in_chromium(stopping_checkpoint, browser, tm
         assert job["request"]["continue_from"] == "beginning.abc"
         browser.screenshot(tmp_path / "valid.png")
 
-        # Without a beginning this model writes nothing: the page must say so, not pretend.
+        # Without a beginning this model (which only wants to end) runs out of its tiny context before its piece is
+        # done: the page must say that the piece is invalid, not pretend.
         browser.click("#clear-beginning")
         browser.click("#generate")
         problem = browser.wait_until("const p = document.querySelector('.piece .problem'); return p && p.textContent",
                                      what="the invalid piece")
-        assert "not valid music" in problem and "no voice lines" in problem
+        assert "not valid music" in problem
         assert browser.script("return document.querySelector('.badge').textContent") == "invalid"
-        assert browser.script("return document.querySelector('img.score-page')") is None
         browser.wait_until("return document.querySelectorAll('#history li[data-job]').length === 2",
                            what="two jobs in the history")
         shots = os.environ.get("NOTAGEN_SCREENSHOTS")

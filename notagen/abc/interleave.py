@@ -16,15 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from notagen.abc.music import bar_duration, meter_length, unit_length
 from notagen.abc.text import (
     BARLINE_RE,
     BARLINES,
-    bar_duration,
     first_field,
     fraction_text,
     is_field_line,
-    parse_meter,
-    parse_unit_length,
     standard_body_start,
     strip_stream_annotations,
 )
@@ -64,7 +62,7 @@ class ParsedABC:
 
     @property
     def unit(self) -> Fraction:
-        return parse_unit_length(first_field(self.header, "L"))
+        return unit_length(first_field(self.header, "L"))
 
     @property
     def meter(self) -> str | None:
@@ -95,7 +93,7 @@ class ParsedABC:
 def _apply_inline_fields(text: str, unit: Fraction, meter: str | None) -> tuple[Fraction, str | None]:
     for inline in _INLINE_FIELD.findall(text):
         if inline[1] == "L":
-            unit = parse_unit_length(inline[3:-1], unit)
+            unit = unit_length(inline[3:-1], unit)
         elif inline[1] == "M":
             meter = inline[3:-1]
     return unit, meter
@@ -340,7 +338,8 @@ def score_voice_groups(header: list[str]) -> list[list[str]]:
     groups: list[list[str]] = []
     for line in header:
         if line.startswith("%%score"):
-            groups.extend(group.split() for group in re.findall(r"\((.*?)\)", line))
+            # voice ids only: a `|` or a brace inside the parentheses is no voice
+            groups.extend(re.findall(r"[A-Za-z0-9_]+", group) for group in re.findall(r"\((.*?)\)", line))
     grouped = {vid for group in groups for vid in group}
     for line in header:
         match = _VOICE_LINE.match(line)
@@ -374,10 +373,10 @@ def rest_unreduce(reduced_interleaved: str) -> str:
             if vid not in order:
                 order.append(vid)
     order = _sort_voice_ids(order)
-    unit = parse_unit_length(first_field(header, "L"))
+    unit = unit_length(first_field(header, "L"))
     meter_text = first_field(header, "M")
-    meter = parse_meter(meter_text)
-    reference = Fraction(meter[0], meter[1]) / unit if meter else Fraction(4)
+    meter = meter_length(meter_text)
+    reference = meter / unit if meter else Fraction(4)
 
     out = list(header)
     for index, line in enumerate(body):
@@ -406,9 +405,25 @@ def rest_unreduce(reduced_interleaved: str) -> str:
                 rebuilt.append(f"[V:{vid}]{segments[vid]}")
             else:
                 rest = "x" if vid in x_voices else "z"
-                rebuilt.append(f"[V:{vid}]{left}{rest}{fraction_text(reference)}{right_barline}")
+                rebuilt.append(f"[V:{vid}]{left}{rest_text(rest, reference)}{right_barline}")
         out.append("".join(rebuilt))
     return "\n".join(out) + "\n"
+
+
+def rest_text(rest: str, units: Fraction) -> str:
+    """A rest of `units` (of L:) written with lengths one note head can show: `z6`, but `z4 z3` for 7 (a single
+    `z7` is no written rest; abcm2ps refuses it). Parts are dotted or plain lengths, longest first."""
+    parts: list[str] = []
+    left = units
+    while left > 0:
+        piece = Fraction(2) ** (left.numerator.bit_length() - left.denominator.bit_length() + 1)
+        while piece > left:
+            piece /= 2
+        if piece * 3 / 2 <= left:
+            piece = piece * 3 / 2
+        parts.append(rest + ("" if piece == 1 else fraction_text(piece)))
+        left -= piece
+    return " ".join(parts) if parts else rest + "0"
 
 
 def _split_right_barline(segment: str) -> tuple[str, str]:

@@ -240,7 +240,7 @@ class DPORun:
         checkpoint = load_checkpoint(self.checkpoint_of(k), device=self.device)
         engine = GenerationEngine(checkpoint.model, device=self.device)
         sampling = SamplingSettings(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                                    align_bars=config.align_bars)
+                                    strict=config.strict)
         limits = GenerationLimits(max_bars=config.max_bars, max_chars=config.max_chars,
                                   max_seconds=config.max_seconds)
         chunk = config.sample_batch_size * 4  # written after each chunk: an interruption loses at most one

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from notagen.errors import ConfigError
+from notagen.generation.sampling import SamplingSettings
 from notagen.train.recipe import coerce, field_docs, recipe_items, unknown_key_error
 
 
@@ -62,15 +63,15 @@ class DPOConfig:
     policy_dropout: bool = True
     """Train the policy with its dropout on (as the reference); the reference model always runs in eval()."""
 
-    temperature: float = 1.2
+    temperature: float = SamplingSettings.temperature
     """Sampling temperature."""
-    top_k: int = 9
+    top_k: int = SamplingSettings.top_k
     """Sampling top-k (0: all)."""
-    top_p: float = 0.9
+    top_p: float = SamplingSettings.top_p
     """Sampling top-p."""
-    align_bars: bool = True
-    """Bar-aligned decoding while sampling (as `notagen generate`); false samples the raw distribution, as the
-    reference does (a small model's raw samples are then mostly misaligned, and the alignment filter drops them)."""
+    strict: bool = SamplingSettings.strict
+    """Strict decoding while sampling (as `notagen generate`); false samples the raw distribution, as the
+    reference does (a small model's raw samples are then mostly invalid, and the validity filter drops them)."""
     max_chars: int | None = 102400
     """Give up on a sample after this many characters (reference: 102,400)."""
     max_bars: int | None = None

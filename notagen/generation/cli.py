@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from notagen.errors import CheckpointError, ConversionError, InputError, PromptError
+from notagen.generation.sampling import SamplingSettings
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
 
 OUTPUT_FORMATS = ("abc", "musicxml", "midi", "svg", "png", "wav")
@@ -283,10 +284,12 @@ def write_piece(directory: Path, name: str, result: Any, formats: list[str], man
 def generate_command(period: str | None = None, composer: str | None = None, instrumentation: str | None = None,
                      n: int = 1, seed: int = 0, checkpoint: Path | None = None, output: Path = Path("pieces"),
                      formats: list[str] | None = None,
-                     temperature: float = 1.2, top_k: int = 9, top_p: float = 0.9,
-                     sampling_order: Literal["reference", "standard"] = "reference", max_bars: int | None = None,
+                     temperature: float = SamplingSettings.temperature, top_k: int = SamplingSettings.top_k,
+                     top_p: float = SamplingSettings.top_p,
+                     sampling_order: Literal["reference", "standard"] = SamplingSettings.order,
+                     max_bars: int | None = None,
                      max_seconds: float | None = None, continue_from: Path | None = None, batch_size: int = 4,
-                     device: str = "auto", retries: int = 3, align_bars: bool = True) -> int:
+                     device: str = "auto", retries: int = 3, strict: bool = SamplingSettings.strict) -> int:
     """Write new pieces with a trained model, as scores you can see and hear.
 
     Each piece goes to OUTPUT/<name>/: raw and interleaved ABC, standard ABC, MusicXML, MIDI, SVG and PNG pages,
@@ -314,9 +317,9 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
         batch_size: Pieces written at the same time.
         device: cpu, cuda, mps, or auto.
         retries: Regenerations of an invalid piece.
-        align_bars: Bar-aligned decoding: while a voice is written, characters that would make its bar longer or
-            shorter than the bar's first voice are not sampled (--no-align-bars: the model's raw distribution, as
-            the reference samples it).
+        strict: Strict decoding: only characters that keep the piece valid by every rule of `notagen check` are
+            sampled (bars that last the meter in every voice, ties to the same note, parts in their ranges …);
+            --no-strict samples the model's raw distribution, as the reference implementation does.
 
     Examples:
         notagen generate --period Baroque --composer "Bach, Johann Sebastian" --instrumentation Choral -n 4
@@ -325,7 +328,6 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
     """
     from notagen.generation.engine import GenerationEngine, GenerationLimits, PieceRequest
     from notagen.generation.postprocess import generate_checked
-    from notagen.generation.sampling import SamplingSettings
 
     if n < 1:
         raise InputError(f"-n must be at least 1, got {n}")
@@ -336,7 +338,7 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
     if max_bars is not None and max_bars < 1:
         raise InputError(f"--max-bars must be at least 1, got {max_bars}")
     sampling = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, order=sampling_order,
-                                align_bars=align_bars)
+                                strict=strict)
     limits = GenerationLimits(max_bars=max_bars, max_seconds=max_seconds)
     loaded = open_checkpoint(checkpoint, device=pick_device(device))
     prompt = resolve_prompt(period, composer, instrumentation, loaded.prompts)

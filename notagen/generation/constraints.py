@@ -1,155 +1,1063 @@
-"""Bar-aligned decoding: every voice of a bar line lasts exactly as long as the line's first voice.
+"""Strict decoding: a piece is written so that it cannot come out invalid.
 
-A small model writes plausible voices whose bars are a beat too long or too short; one such bar makes the whole
-piece invalid (its voices drift apart). With `SamplingSettings.align_bars`, the characters that would break the
-alignment are removed from the distribution before sampling, inside the voice being written:
+`StrictDecoder` follows the text of one piece character by character, with the one ABC lexer
+(`notagen.abc.lexer`) and the one reader of what the music means (`notagen.abc.music.VoiceReader`), and tells
+the sampler which characters may come next. It enforces, while sampling, every rule of `notagen.abc.check`, and a
+few more that keep abc2midi, abcm2ps and MIDI readers silent:
 
-* a barline (`|`, `:`) or the end of the unit (the patchilizer's EOS: a unit ends before the barline that
-  follows it) is allowed only when the voice has reached the first voice's length (or, for a barline, at the very
-  start of the voice: a left barline such as `|:`); a newline is not allowed before the voice's barline;
-* any other character is allowed when the voice's length after it still fits; once a note has overshot (`G` in a
-  bar with half a unit left), only characters that shorten it (`/`, a smaller length) are allowed; once the voice
-  is full, only a barline, a space, a tie, a slur end, an octave mark or a shortening;
-* voices come in increasing order on a line and are declared in the header (`[V:3]…|[V:3]`, or `[V:8]` in a
-  four-voice piece, is not allowed; single-digit voice ids only).
+* the header: `%end` after the prompt, `%%score`, `L:` (1/4, 1/8, 1/16), `M:` (common meters), `Q:`, `K:` (keys of
+  at most 7 sharps or flats), then `V:1 … V:n` in order, with a clef and names; the prompt is not written again;
+* the stream counters: `[r:i/j]` counts lines up and down exactly, so line 0 fixes the piece's length (within
+  `--max-bars`), and the piece ends (the EOS patch) right after its `[r:…/0]` line;
+* each bar of each voice lasts the meter; only line 0 may be shorter (a pickup, chosen by its first voice), and
+  then the last line completes it (or lasts the meter); the voices of a line last equally long;
+* well-formed tokens only: notes, rests, chords (one length), ties to the same written note (even across a
+  barline; a tied voice cannot be left out of the next line), slurs (closed by the end), tuplets `(2 (3 (4 (6` of
+  equal notes, grace groups before a note, `>` broken rhythm, known decorations, `"^…"`/`"_…"` annotations; no
+  inline field except restating the header key at the start of line 0; lengths one note head can show;
+* every note inside its part's range (`notagen.instruments`);
+* one barline per line for every voice: `|`, `||`, repeats `|:` `:|` `::` (properly opened and closed, and none
+  when the piece has a pickup, which abc2midi miscounts), and `|]` (or `:|`) at the end;
+* the unit structure the model was trained on (the patchilizer's split): a voice's bar ends with the patch's EOS
+  when another voice follows (whose unit starts with the barline), or with the line's final barline and newline.
 
-The first voice of each line is free: it sets the bar's length (pickups, fermata bars and meter changes stay the
-model's choice). Inside `"…"`, `!…!` or `[…]` nothing is constrained (the text is incomplete there). Only the
-most likely candidates are checked (the sampler's top-k, or `CHECKED` when top-k is off), re-checking until they
-are all allowed; if every checked character is disallowed the row is left as it was, so the model's own
-choice stands where no allowed continuation is likely.
+It works for any checkpoint. Only the sampler's top-k candidates are offered; the most likely ones that are
+allowed stay, and only when none of them is allowed do the best allowed characters beyond the top-k come in.
+
+A continuation (a given score) is read with the same rules, except that its header may use any key or meter ABC
+defines; if the given music itself breaks a rule, the decoder stands aside for that piece (`disabled`, with the
+reason) and the piece is checked afterwards as usual.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
+import regex
 import torch
 from torch import Tensor
 
-from notagen.abc.text import bar_duration, first_field, parse_unit_length
-from notagen.config import EOS_ID
+from notagen.abc.lexer import Lexer, Token, chord_members, is_prefix, length_value, note_parts
+from notagen.abc.music import (
+    GRACE_SHARE,
+    MUSICXML_TICKS,
+    VoiceReader,
+    diatonic_step,
+    key_values,
+    meter_length,
+    midi_pitch,
+    parse_key,
+    unit_length,
+)
+from notagen.config import BOS_ID, EOS_ID
+from notagen.instruments import octave_shift, voice_instruments
 
 CHECKED = 16
-_VOICE_MARK = re.compile(r"\[V:\s*([^\]\s]+)[^\]]*\]")
-_LEFT_BARLINE = re.compile(r"^\s*[|:\[\]]*[|:]+[0-9]*")
-_OPEN_MARK = re.compile(r"\[V:\s*$")
-_BARLINE_START = {ord("|"), ord(":")}
-_WHEN_FULL = {ord(c) for c in " -),'"}  # no length of their own: a space, a tie, a slur end, octave marks
-# Characters that change a bar's measured length only together with what follows them (accidentals, decorations,
-# annotations, slurs, tuplet openers…): allowed without parsing while the voice is short. Note and rest letters,
-# lengths, broken rhythm and chord brackets are measured.
-_LENGTHLESS = {ord(c) for c in " -),'^_=!\".~(HLMOPSTuvJR{}"}
+"""Candidates examined when the sampler keeps all characters (top-k 0)."""
+
+METERS = ("2/4", "3/4", "4/4", "C", "C|", "2/2", "3/2", "6/8", "9/8", "12/8", "3/8", "6/4", "5/4", "5/8", "7/8")
+UNITS = ("1/8", "1/4", "1/16")
+TUPLETS = {"2": 3, "3": 2, "4": 3, "6": 2}  # p → q
+DECORATIONS = ("fermata", "trill", "tenuto", "accent", "mordent", "turn", "upbow", "downbow", "arpeggio", "breath",
+               "wedge", "pp", "p", "mp", "mf", "f", "ff", "sfz", "emphasis", "pralltriller")
+SHORT_DECORATIONS = ".HTuvMP"  # not `~`: abc2midi plays a roll as grace notes that often overrun short notes
+MIN_DURATION = Fraction(1, 32)
+"""The shortest note written: shorter ones (1/64, 1/128) lose time in abc2xml's MusicXML divisions."""
+MAX_WAITING = 3
+MAX_ANNOTATION = 30
+MAX_VOICES = 12  # abc2midi gives each voice a MIDI channel (15 besides drums)
+MAX_HEADER_LINES = 40
+MAX_CHORD = 5
+MAX_GRACE = 4
+NAME = r'[A-Za-z0-9 .,\'()#&+\-/]{0,40}'
+SHORT_NAME = r'[A-Za-z0-9 .,\'()#&+\-/]{0,20}'
+CLEF = r"(?:treble|bass|alto|tenor)(?:-8)?"
 
 
-@lru_cache(maxsize=4096)
-def _duration(text: str, unit: Fraction, meter: str | None) -> Fraction | None:
-    """bar_duration, memoised: each step re-measures the voice so far (last step's candidate that was chosen) and
-    the line's first voice."""
-    return bar_duration(text, unit, meter)
+def _lengths() -> dict[str, Fraction]:
+    """Length suffixes the decoder writes (in units of L:), in both usual spellings: 1/8 … 16, single dots."""
+    values: dict[str, Fraction] = {}
+    for denominator, spellings in ((2, ("/", "/2")), (4, ("//", "/4")), (8, ("/8",))):
+        for spelling in spellings:
+            values[spelling] = Fraction(1, denominator)
+        values[f"3/{denominator}" if denominator > 2 else "3/"] = Fraction(3, denominator)
+    values["3/2"] = Fraction(3, 2)
+    for whole in (1, 2, 3, 4, 6, 8, 12, 16):
+        values["" if whole == 1 else str(whole)] = Fraction(whole)
+    return values
 
 
-def header_timing(text: str) -> tuple[Fraction, str | None, tuple[str, ...]]:
-    """(unit length L:, meter M:, declared voice ids) from the header of a piece's text (before its first `[V:` or
-    `[r:` line)."""
-    header = []
-    for line in text.split("\n"):
-        if line.startswith(("[V:", "[r:")):
-            break
-        header.append(line)
-    voices = tuple(line[2:].split()[0] for line in header if line.startswith("V:") and line[2:].split())
-    return parse_unit_length(first_field(header, "L")), first_field(header, "M"), voices
+LENGTHS = _lengths()
 
 
-def _open(text: str) -> bool:
-    """True inside an unfinished `"…"`, `!…!`, `{…}` (grace notes) or `[…]` (chord, inline field): no constraint
-    applies there."""
-    return (text.count('"') % 2 == 1 or text.count("!") % 2 == 1 or text.count("[") > text.count("]")
-            or text.count("{") > text.count("}"))
+@lru_cache(maxsize=1)
+def _length_prefixes() -> dict[str, Fraction]:
+    """Every prefix of an allowed length suffix → the smallest length it can still become."""
+    smallest: dict[str, Fraction] = {}
+    for text, value in LENGTHS.items():
+        for end in range(len(text) + 1):
+            prefix = text[:end]
+            smallest[prefix] = min(smallest.get(prefix, value), value)
+    return smallest
 
 
-def voice_target(line: str, unit: Fraction, meter: str | None) -> tuple[Fraction, Fraction, str] | None:
-    """(target length, current length, current content) of the voice being written on a bar line, or None.
-
-    None when nothing is constrained: the first voice of the line, an unfinished voice mark, open text, or a bar
-    whose length cannot be measured.
-    """
-    marks = list(_VOICE_MARK.finditer(line))
-    if len(marks) < 2:
-        return None
-    content = line[marks[-1].end():]
-    body = _LEFT_BARLINE.sub("", content, count=1)
-    if _open(content) or "[V:" in content or "|" in body:  # unfinished text, or the voice's barline is written
-        return None
-    first = line[marks[0].end():marks[1].start()]
-    target = _duration(first.rstrip(" |:]"), unit, meter)
-    current = _duration(content, unit, meter)
-    if target is None or current is None:
-        return None
-    return target, current, content
+def _header_patterns(state: tuple) -> regex.Pattern:
+    """The header lines allowed next, as one pattern for partial matching (cached per header state)."""
+    return _compile_header(*state)
 
 
-def _allowed(char: int, content: str, current: Fraction, target: Fraction, unit: Fraction,
-             meter: str | None) -> bool:
-    if char in _BARLINE_START:
-        return current == target or not content.strip()
-    if char == EOS_ID:  # the unit ends here, and the next one starts with this voice's barline
-        return current == target
-    if char == ord("\n"):  # a voice ends with its barline, before the line does
+@lru_cache(maxsize=256)
+def _compile_header(want_end: bool, score: bool, unit: bool, meter: bool, tempo: bool, key: bool,
+                    next_voice: int | None) -> regex.Pattern:
+    options = []
+    if want_end:
+        options.append("%end")
+    else:
+        if unit:
+            options.append("L:(?:" + "|".join(map(re.escape, UNITS)) + ")")
+        if meter:
+            options.append("M:(?:" + "|".join(map(re.escape, METERS)) + ")")
+        if tempo:
+            options.append(r"Q:1/(?:2|4|8)=[1-9]\d{1,2}")
+        if key:
+            options.append("K:(?:" + "|".join(sorted(map(re.escape, key_values()), key=len, reverse=True)) + ")")
+        if next_voice is not None:
+            options.append(rf'V:{next_voice}(?: {CLEF})?(?: nm="{NAME}")?(?: snm="{SHORT_NAME}")? ?')
+    return regex.compile("|".join(f"(?:{option})" for option in options) or "(?!)")
+
+
+MAX_SCORE_LINE = 100
+_SCORE_OPEN = {"[": "]", "{": "}", "(": ")"}
+_SCORE_PAIR = {close: open_ for open_, close in _SCORE_OPEN.items()}
+_SCORE_RANK = {"[": 3, "{": 2, "(": 1}
+
+
+def score_line_ok(line: str, complete: bool) -> bool:
+    """A `%%score` line as the decoder writes it, e.g. `%%score [ 1 | 2 | ( 3 4 ) ]`: voice numbers 1, 2, 3 … in
+    order, groups in brackets, braces or parentheses (at most two deep, never empty), `|` only between two items.
+    Not `complete`: the text can still become such a line (within MAX_SCORE_LINE characters)."""
+    if len(line) <= 8:
+        return not complete and "%%score ".startswith(line)
+    if not line.startswith("%%score ") or len(line) > MAX_SCORE_LINE:
         return False
-    if char >= 128 or char < 32:
+    tokens = line[8:].split(" ")
+    stack: list[str] = []
+    voices = 0
+    previous = "start"  # start, open, item, bar
+    for index, token in enumerate(tokens):
+        partial = index == len(tokens) - 1 and not complete
+        if token.isdigit():
+            wanted = str(voices + 1)
+            if voices >= MAX_VOICES or not (token == wanted or (partial and wanted.startswith(token))):
+                return False
+            voices += token == wanted
+            previous = "item"
+        elif token in _SCORE_OPEN:  # brackets hold braces and parentheses, braces hold parentheses
+            inner = _SCORE_RANK[token]
+            if stack and _SCORE_RANK[_SCORE_PAIR[stack[-1]]] <= inner or voices >= MAX_VOICES:
+                return False
+            stack.append(_SCORE_OPEN[token])
+            previous = "open"
+        elif token and token in ")]}":
+            if not stack or stack.pop() != token or previous != "item":
+                return False
+        elif token == "|":
+            if previous != "item" or not stack or stack[-1] == ")" or voices >= MAX_VOICES:
+                return False  # between the staves of a bracket or brace, never inside a parenthesis
+            previous = "bar"
+        elif not (partial and token == ""):
+            return False
+        if token and token in ")]}":
+            previous = "item"
+    if complete:
+        return not stack and voices > 0 and previous == "item"
+    if (previous != "item" or tokens[-1] == "") and voices >= MAX_VOICES and not stack:
+        return False  # a space (or a bar) after the last voice that can be named, with nothing left to close
+    reserve = 2 * len(stack) + (0 if previous == "item" else 4)  # close every group, and name one more voice
+    return len(line) + reserve <= MAX_SCORE_LINE
+
+
+@dataclass(frozen=True)
+class _Ends:
+    """Bar lengths a voice's bar may end at: any in (0, upto] (line 0's first voice), or exactly one of `exact`."""
+
+    upto: Fraction | None = None
+    exact: tuple[Fraction, ...] = ()
+
+    def reachable(self, elapsed: Fraction, grid: Fraction) -> bool:
+        """Some end ≥ elapsed lies a whole number of grid steps away."""
+        return _reachable(self, elapsed, grid)
+
+    def _reachable(self, elapsed: Fraction, grid: Fraction) -> bool:
+        if self.upto is not None:
+            return elapsed <= self.upto and (self.upto - elapsed) % grid == 0
+        return any(end >= elapsed and (end - elapsed) % grid == 0 for end in self.exact)
+
+    def room(self, elapsed: Fraction) -> Fraction:
+        """The most time left for more music."""
+        return _room(self, elapsed)
+
+    def _room(self, elapsed: Fraction) -> Fraction:
+        if self.upto is not None:
+            return self.upto - elapsed
+        return max((end - elapsed for end in self.exact), default=Fraction(-1))
+
+    def done(self, elapsed: Fraction) -> bool:
+        if self.upto is not None:
+            return 0 < elapsed <= self.upto
+        return elapsed in self.exact
+
+
+@lru_cache(maxsize=65536)
+def _room(ends: _Ends, elapsed: Fraction) -> Fraction:
+    return ends._room(elapsed)
+
+
+@lru_cache(maxsize=65536)
+def _reachable(ends: _Ends, elapsed: Fraction, grid: Fraction) -> bool:
+    return ends._reachable(elapsed, grid)
+
+
+@lru_cache(maxsize=65536)
+def _length_fits(length: str, ends: _Ends, elapsed: Fraction, unit: Fraction, grid: Fraction, tuplet_left: int,
+                 tuplet_length: Fraction | None, tuplet_ratio: Fraction, broken: Fraction | None,
+                 shortest: Fraction = Fraction(0), broken_length: Fraction = Fraction(0)) -> bool:
+    """Some allowed length that starts with `length` (and is longer than `shortest` units) fits the bar (tuplet
+    notes: all of one length)."""
+    if length not in _length_prefixes():
+        return False
+    values = [value for text, value in LENGTHS.items()
+              if text.startswith(length) and value > shortest and value * unit >= MIN_DURATION]
+    if tuplet_left:
+        if tuplet_length is not None:
+            values = [v for v in values if v * unit == tuplet_length]
+        return any(ends.reachable(elapsed + tuplet_left * v * unit * tuplet_ratio, grid)
+                   and (v * unit * tuplet_ratio * MUSICXML_TICKS).denominator == 1 for v in values)
+    factor = broken if broken is not None else 1
+    if broken is not None:  # abc2midi: both notes of a broken rhythm have one written length
+        values = [value for value in values if value * unit == broken_length]
+    for value in values:
+        duration = value * unit * factor
+        if duration % grid == 0 and ends.reachable(elapsed + duration, grid):
+            return True
+    return False
+
+
+class StrictDecoder:
+    """The constraint state of one piece: `mask(logits, top_k, position)` before a character is sampled at patch
+    position `position`, `accept(char, position)` after it is written."""
+
+    def __init__(self, context: str = "", max_bars: int | None = None) -> None:
+        self.max_bars = max_bars
+        self.disabled: str | None = None
+        self.lenient = False
+        self.phase = "header"
+        # header
+        self.line = ""
+        self.prompt_lines = 0
+        self.model_lines = 0
+        self.header: tuple[str, ...] = ()
+        self.seen: frozenset[str] = frozenset()
+        self.score_ids: tuple[str, ...] | None = None
+        self.voices: tuple[str, ...] = ()
+        self.unit = Fraction(1, 8)
+        self.meter = Fraction(1)
+        self.key_text = "C"
+        # body: lines
+        self.grid = self.unit / 8
+        self.readers: dict[str, VoiceReader] = {}
+        self.line_index = 0
+        self.remaining_lines: int | None = None
+        self.literal: tuple[str, ...] = ()
+        self.literal_text = ""
+        self.after_literal = ""
+        self.digits = ""
+        self.written: tuple[str, ...] = ()
+        self.first_end: Fraction | None = None
+        self.pickup: Fraction | None = None
+        self.line_barline: str | None = None
+        self.left_barline: str | None = None
+        self.repeat_open = False
+        self.barline_at_unit_start = False
+        self.barline_after_eos = False
+        # body: the voice being written
+        self.voice: str | None = None
+        self.reader: VoiceReader | None = None
+        self.lexer = Lexer()
+        self.ends = _Ends()
+        self.content_empty = True
+        self.needs_left = False
+        self.restated_key = False
+        self.previous = ""
+        self.counters_given = False
+        """The line counts came with the given score (a continuation), so the piece may end before they run out."""
+        self.given_lines = 0
+        if context:
+            self._replay(context)
+
+    # -- public ----------------------------------------------------------------------------------------------
+    def copy(self) -> StrictDecoder:
+        clone = StrictDecoder.__new__(StrictDecoder)
+        clone.__dict__.update(self.__dict__)
+        if self.reader is not None:
+            clone.reader = self.reader.copy()
+        clone.lexer = self.lexer.copy()
+        return clone
+
+    def allows(self, char: int, position: int) -> bool:
+        """True when `char` may be written at `position` of the current patch."""
+        if self.disabled:
+            return True
+        phase = self.phase
+        if 32 <= char < 127:
+            if phase == "content" and not self.needs_left:
+                return self._content_allows(chr(char), position)
+            if phase == "literal" and not (self.after_literal == "left"):
+                candidate = self.literal_text + chr(char)
+                return any(option.startswith(candidate) for option in self.literal)
+            if phase == "header" and self.line and not self.lenient and char != 10:
+                return self._header_prefix_ok(self.line + chr(char))
+        return self.copy()._feed(char, position)
+
+    def accept(self, char: int, position: int) -> None:
+        """Advance over a written character (one the decoder allowed, or one the engine forced)."""
+        self._closed = None
+        if not self.disabled and not self._feed(char, position):
+            self.disabled = f"{chr(char)!r} breaks the rules ({self.phase})"
+
+    _closed: tuple | None = None
+
+    def _content_allows(self, text: str, position: int) -> bool:
+        """`allows` inside a voice's bar without copying the state: a character extends the pending token, or the
+        pending token is read (once per step, on a copy of the reader) and the character starts the next one."""
+        reader = self.reader
+        assert reader is not None
+        if self.lexer.extends(text):
+            return self._partial_ok(self.lexer.buffer + text, reader)
+        if text == "\n":
+            return False
+        if self._closed is None:
+            closed = reader.copy() if self.lexer.buffer else reader
+            restated = self.restated_key
+            ok = True
+            if self.lexer.buffer:
+                token = self.lexer.pending()
+                ok = token is not None and closed.read(token) is None and self._token_ok(token, closed) and \
+                    self._fits(closed)
+                restated = restated or (token is not None and token.kind == "field")
+            self._closed = (ok, closed, restated)
+        ok, closed, restated = self._closed
+        if not ok:
+            return False
+        if text in "|:":
+            return self._bar_complete(closed) and any(option.startswith(text) for option in self._barline_options(
+                closed)) and (position == 0 or self._line_may_end())
+        if not is_prefix(text):
+            return False
+        saved = self.restated_key
+        self.restated_key = restated
+        try:
+            return self._start_ok(text, closed)
+        finally:
+            self.restated_key = saved
+
+    def choose(self, candidates: list[int], position: int) -> list[int]:
+        """The allowed characters among `candidates` (the sampler's top-k, most likely first)."""
+        return [char for char in candidates if self.allows(char, position)]
+
+    def fallback(self, order: list[int], position: int) -> list[int]:
+        """When no candidate is allowed: every allowed character, in the model's order (`order`: all ids, most
+        likely first). Empty only if the rules have a hole; then the decoder stands aside for this piece."""
+        allowed = [char for char in order if self.allows(char, position)]
+        if not allowed:
+            self.disabled = f"no character allowed ({self.phase})"
+        return allowed
+
+    # -- replaying a given context -----------------------------------------------------------------------------
+    def _replay(self, context: str) -> None:
+        """Read the given text (prompt, or a score to continue) with the rules relaxed where a given score may
+        differ from what the decoder writes (any key or meter ABC defines); stand aside if its music breaks them."""
+        self.lenient = True
+        lines = context.split("\n")
+        self.counters_given = any(line.startswith("[r:") for line in lines)
+        for number, line in enumerate(lines):
+            for index, char in enumerate(line):
+                if not self._feed(ord(char), 0 if index == 0 else 1):
+                    self.disabled = f"the given text breaks the rules near {line[:60]!r}"
+                    return
+            if number < len(lines) - 1 and line:
+                if not self._feed(ord("\n"), 1) or not self._feed(EOS_ID, 1):
+                    self.disabled = f"the given text breaks the rules near {line[:60]!r}"
+                    return
+        self.given_lines = self.line_index
+        self.lenient = False
+
+    # -- one character -----------------------------------------------------------------------------------------
+    def _feed(self, char: int, position: int) -> bool:
+        phase = self.phase
+        if phase == "header":
+            return self._header(char, position)
+        if phase == "eol":  # after a body line's newline: its EOS, or (patch full) the next line
+            if position == 0:
+                return self._line_start(char)
+            if char == EOS_ID:
+                self.phase = "line_start"
+                return True
+            return False
+        if phase == "line_start":
+            return position == 0 and self._line_start(char)
+        if phase == "end_patch":
+            return char == EOS_ID
+        if char == EOS_ID:
+            return self._eos(position)
+        if char < 32 and char != 10 or char >= 127:
+            return False
+        text = chr(char)
+        if phase == "literal":
+            return self._literal(text)
+        if phase == "digits":
+            return self._digits(text)
+        if phase == "content":
+            return self._content(text, position)
+        if phase == "barline":
+            return self._barline(text)
+        if phase == "unit_barline":  # the unit after an EOS starts with the voice's barline
+            return position == 0 and text in "|:" and self._begin_barline(text, at_unit_start=True, after_eos=True)
+        return False
+
+    # -- header ------------------------------------------------------------------------------------------------
+    def _header_state(self) -> tuple:
+        """Which header lines may come next, in the order abc2midi needs: `%end`; `%%score`; `L:`, `M:`, `Q:` in
+        any order; `K:` (which ends an ABC header, so L and M come first); then `V:1`, `V:2` …"""
+        seen = self.seen
+        key = "K" in seen
+        next_voice = None
+        if key and len(self.voices) < MAX_VOICES and (
+                self.score_ids is None or len(self.voices) < len(self.score_ids)):
+            next_voice = len(self.voices) + 1
+        fields = not key and not self.voices
+        return (self.prompt_lines > 0 and "end" not in seen, "score" not in seen and fields and not seen & {"L", "M",
+                "Q"}, fields and "L" not in seen, fields and "M" not in seen, fields and "Q" not in seen,
+                not key and {"L", "M"} <= seen, next_voice)
+
+    def _header(self, char: int, position: int) -> bool:
+        if char == EOS_ID:  # right after a header line's newline
+            return self.line == "" and position > 0 and bool(self.header)
+        if char >= 127 or (char < 32 and char != 10):
+            return False
+        text = chr(char)
+        if self.line == "":
+            if position != 0:
+                return False
+            if text == "[":
+                if not self._header_complete():
+                    return False
+                self._begin_body()
+                return self._line_start(char)
+        if text == "\n":
+            return bool(self.line) and self._header_line(self.line)
+        line = self.line + text
+        if not self.lenient and not self._header_prefix_ok(line):
+            return False
+        self.line = line
         return True
-    if current == target and char in _WHEN_FULL:
+
+    def _header_prefix_ok(self, line: str) -> bool:
+        if self.model_lines >= MAX_HEADER_LINES:
+            return False
+        state = self._header_state()
+        if state[1] and score_line_ok(line, complete=False):
+            return True
+        return _header_patterns(state).fullmatch(line, partial=True) is not None
+
+    def _header_line(self, line: str) -> bool:
+        """A header line is complete: check it (the decoder's own lines) and record what it sets."""
+        if not self.lenient:
+            state = self._header_state()
+            if not (state[1] and score_line_ok(line, complete=True)) and \
+                    _header_patterns(state).fullmatch(line) is None:
+                return False
+            self.model_lines += 1
+        seen = set(self.seen)
+        if line.startswith("%%score"):
+            ids = tuple(re.findall(r"[A-Za-z0-9_]+", line[7:]))
+            seen.add("score")
+            self.score_ids = ids
+        elif line == "%end":
+            seen.add("end")
+        elif line.startswith("%"):
+            if self.lenient and not self.header or all(h.startswith("%") and h != "%end" for h in self.header):
+                self.prompt_lines += 1
+        elif len(line) > 1 and line[1] == ":":
+            name, value = line[0], line[2:].strip()
+            if name == "V":
+                vid = value.split()[0] if value.split() else ""
+                if not vid or vid in self.voices:
+                    return False
+                self.voices = self.voices + (vid,)
+            elif name in "LMQK":
+                seen.add(name)
+                if name == "K":
+                    try:
+                        parse_key(value)
+                    except ValueError:
+                        return False
+                    self.key_text = value
+                elif name == "M":
+                    if meter_length(value) is None:
+                        return False
+                    self.meter = meter_length(value)
+                elif name == "L":
+                    self.unit = unit_length(value)
+        elif not self.lenient:
+            return False
+        self.header = self.header + (line,)
+        self.seen = frozenset(seen)
+        self.line = ""
         return True
-    if current < target and char in _LENGTHLESS:
+
+    def _header_complete(self) -> bool:
+        if "K" not in self.seen or "M" not in self.seen or not self.voices:
+            return False
+        if self.lenient:
+            return True
+        return (self.prompt_lines == 0 or "end" in self.seen) and (
+            self.score_ids is None or len(self.voices) == len(self.score_ids))
+
+    def _begin_body(self) -> None:
+        self.grid = max(self.unit / 8, MIN_DURATION)  # every length the decoder writes is a multiple of it
+        key = parse_key(self.key_text)
+        instruments = voice_instruments(list(self.header))
+        definitions = {line.split()[0][2:]: line for line in self.header if line.startswith("V:") and line[2:]}
+        readers = {}
+        for vid in self.voices:
+            low, high = instruments[vid].bounds() if vid in instruments else (21, 108)
+            readers[vid] = VoiceReader(unit=self.unit, meter=self.meter, key=key.accidentals(),
+                                       key_fifths=key.fifths, low=low, high=high,
+                                       shift=octave_shift(definitions.get(vid, "")))
+        self.readers = readers
+        self.phase = "line_start"
+
+    # -- lines -------------------------------------------------------------------------------------------------
+    def _line_start(self, char: int) -> bool:
+        """The first character of a body line, or of the EOS patch after the last line (or, continuing a given
+        score whose line counts we set, after any line that leaves no tie or slur open)."""
+        if char == BOS_ID:
+            early = self.counters_given and self.line_index >= self.given_lines and not self.lenient and not any(
+                reader.tie is not None or reader.slurs for reader in self.readers.values())
+            if self.remaining_lines == 0 or early:
+                self.phase = "end_patch"
+                return True
+            return False
+        if self.remaining_lines == 0:
+            return False
+        if char != ord("["):
+            return False
+        if self.remaining_lines is None:
+            if self.line_index:
+                return False
+            self._set_literal(("[r:0/",), "digits")
+        else:
+            self._set_literal((f"[r:{self.line_index}/{self.remaining_lines - 1}]",), "voice_mark")
+        self.written = ()
+        self.first_end = None
+        self.line_barline = None
+        return self._literal("[")
+
+    def _set_literal(self, options: tuple[str, ...], after: str) -> None:
+        self.phase = "literal"
+        self.literal = options
+        self.literal_text = ""
+        self.after_literal = after
+
+    def _literal(self, text: str) -> bool:
+        candidate = self.literal_text + text
+        if not any(option.startswith(candidate) for option in self.literal):
+            return False
+        self.literal_text = candidate
+        if candidate in self.literal:
+            after = self.after_literal
+            if after == "digits":
+                self.phase = "digits"
+                self.digits = ""
+            elif after == "voice_mark":
+                self._set_voice_mark_literal()
+            elif after == "content":
+                self._start_voice(candidate[3:-1])
+            elif after == "left":
+                self.left_barline = candidate
+                if candidate in ("|:", "::"):
+                    self.repeat_open = True
+                self.needs_left = False
+                self.phase = "content"
         return True
-    after = _duration(content + chr(char), unit, meter)
-    if after is None:
-        return current != target
-    if current >= target:  # full: nothing new; overshot by the last note: only shortening helps
-        return after < current
-    return after <= target
+
+    def _digits(self, text: str) -> bool:
+        """The j of line 0's `[r:0/j]`: how many lines follow (at least 1, fewer than --max-bars)."""
+        limit = (self.max_bars - 1) if self.max_bars else 999
+        if text == "]":
+            if not self.digits:
+                return False
+            value = int(self.digits)
+            if not self.lenient and not 1 <= value <= limit:
+                return False
+            self.remaining_lines = value + 1
+            self._set_voice_mark_literal()
+            return True
+        if not text.isdigit() or len(self.digits) >= 3 or self.digits == "0":
+            return False
+        value = int(self.digits + text)
+        if not self.lenient and not (1 <= value <= limit or 0 < value * 10 <= limit):
+            return False  # no number this can still become lies in [1, limit]
+        self.digits += text
+        return True
+
+    def _must_write(self) -> set[str]:
+        """Voices this line cannot leave out: a tie waits for its note, or (on the last line) a slur for its end."""
+        last_line = self.remaining_lines == 1
+        return {vid for vid, reader in self.readers.items() if reader.tie is not None or (last_line and reader.slurs)}
+
+    def _later_voices(self) -> list[str]:
+        """Voices that may come next on this line: after the ones written, none skipped that must be written."""
+        order = list(self.voices)
+        start = order.index(self.written[-1]) + 1 if self.written else 0
+        must = self._must_write()
+        options = []
+        for vid in order[start:]:
+            options.append(vid)
+            if vid in must:
+                break
+        return options
+
+    def _line_may_end(self) -> bool:
+        """No voice after the current one still has to be written on this line."""
+        return self.lenient or not (self._must_write() & set(self._later_voices()))
+
+    def _set_voice_mark_literal(self) -> None:
+        self._set_literal(tuple(f"[V:{vid}]" for vid in self._later_voices()), "content")
+
+    def _start_voice(self, vid: str) -> None:
+        reader = self.readers[vid].copy()
+        reader.begin_bar()
+        self.readers = {**self.readers, vid: reader}
+        self.voice, self.reader = vid, reader
+        self.written = self.written + (vid,)
+        self.lexer = Lexer()
+        self.content_empty = True
+        self.restated_key = False
+        self.previous = ""
+        first = len(self.written) == 1
+        line_zero = self.line_index == 0
+        last_line = self.remaining_lines == 1
+        self.needs_left = line_zero and not first and bool(self.left_barline)
+        if not first:
+            self.ends = _Ends(exact=(self.first_end,) if self.first_end is not None else ())
+        elif line_zero and not last_line:
+            self.ends = _Ends(upto=self.meter)
+        elif last_line and self.pickup is not None:
+            self.ends = _Ends(exact=(self.meter - self.pickup, self.meter))
+        else:
+            self.ends = _Ends(exact=(self.meter,))
+        self.phase = "content"
+
+    # -- the music of one voice's bar ------------------------------------------------------------------------
+    def _content(self, text: str, position: int) -> bool:
+        reader = self.reader
+        assert reader is not None
+        if self.needs_left and not self.lenient:
+            return False  # the first voice opened line 0 with a barline: this one must too (EOS first)
+        if self.lexer.extends(text):
+            if not self._partial_ok(self.lexer.buffer + text, reader):
+                return False
+            self.lexer.feed(text)
+        elif text in "|:":
+            return self._close_token() and self._bar_complete(reader) and (position == 0 or self._line_may_end()) \
+                and self._begin_barline(text, position == 0)
+        elif text == "\n":
+            return False
+        else:
+            if not self._close_token() or not is_prefix(text) or not self._start_ok(text, reader):
+                return False
+            self.lexer.feed(text)
+            self.content_empty = False
+        self.previous = text
+        return True
+
+    def _close_token(self) -> bool:
+        """Read the pending token into the voice's reader (False when it is unfinished or breaks a rule)."""
+        if not self.lexer.buffer:
+            return True
+        token = self.lexer.pending()
+        if token is None:
+            return False
+        reader = self.reader
+        assert reader is not None
+        problem = reader.read(token)
+        if token.kind == "field":
+            self.restated_key = True
+        if self.lenient:
+            if problem is not None and problem[0] not in ("range", "duration", "token", "tie", "key"):
+                return False
+        elif problem is not None or not self._token_ok(token, reader) or not self._fits(reader):
+            return False
+        self.lexer = Lexer()
+        return True
+
+    def _token_ok(self, token: Token, reader: VoiceReader) -> bool:
+        """Rules of the decoder beyond the reader's."""
+        if token.kind == "slur_open":
+            return reader.slurs <= 1  # abc2midi does not nest slurs
+        if token.kind == "chord":
+            members = [member.pitch_text for member, _ in chord_members(token.text)]
+            return 2 <= len(members) == len(set(members))
+        return True
+
+    def _bar_complete(self, reader: VoiceReader) -> bool:
+        if reader.open_problem() is not None or reader.waiting:
+            return False
+        if self.lenient:
+            return True
+        if not self.ends.done(reader.elapsed):
+            return False
+        return not (self.remaining_lines == 1 and (reader.tie is not None or reader.slurs))
+
+    def _pending(self, reader: VoiceReader) -> Fraction:
+        """Time that what is still open needs: the rest of a tuplet, or the note a broken rhythm, a decoration,
+        a slur, a grace group or a tie (when the bar is not full) waits for."""
+        if reader.tuplet_left:
+            length = reader.tuplet_length if reader.tuplet_length is not None else self.grid
+            return reader.tuplet_left * length * reader.tuplet_ratio
+        if reader.broken is not None or reader.waiting or reader.grace:
+            return self.grid
+        if reader.tie is not None and not self.ends.done(reader.elapsed):
+            return self.grid
+        return Fraction(0)
+
+    def _fits(self, reader: VoiceReader) -> bool:
+        """The bar can still end well, whatever is open."""
+        return self.ends.reachable(reader.elapsed + self._pending(reader), self.grid)
+
+    def _start_ok(self, text: str, reader: VoiceReader) -> bool:
+        """May a new token start with `text` here?"""
+        if self.lenient:
+            return True
+        room = self.ends.room(reader.elapsed) >= self.grid or bool(reader.tuplet_left)
+        tie = reader.tie is not None
+        target = reader.tie_text or ""
+        if reader.last == "short_decoration" and not (text in "^_=ABCDEFGabcdefgzx" or text in SHORT_DECORATIONS
+                                                      or text == "[" and not reader.trill):
+            return False  # a one-letter decoration stands right before its note (abc2midi)
+        if text in "^_=ABCDEFGabcdefg":
+            return room and (not tie or target.startswith(text)) and self._partial_ok(text, reader)
+        if text in "zx":
+            return room and not tie and not reader.grace and reader.broken is None and self._partial_ok(text, reader)
+        if text == "[":
+            if self.line_index == 0 and self.content_empty and not self.restated_key and not tie:
+                return True  # a chord, or `[K:…]` restating the header key
+            return room and (not tie or target.startswith("[")) and not reader.trill
+        if text == " ":
+            return self.previous != " "
+        if text == "-":
+            if reader.last not in ("note", "chord") or tie or reader.tuplet_left or reader.grace or reader.spaced \
+                    or reader.last_staccato:
+                return False  # a tie follows its note directly, and never a staccato one
+            return self.ends.room(reader.elapsed) >= self.grid or (
+                self.ends.done(reader.elapsed) and self.remaining_lines != 1)
+        if text == "(":  # a slur (at most two open) or a tuplet
+            if not room or reader.tuplet_left or reader.broken is not None or tie or reader.grace \
+                    or reader.waiting >= MAX_WAITING:
+                return False
+            return reader.slurs < 1 or any(self._partial_ok("(" + p, reader) for p in TUPLETS)
+        if text == ")":
+            return reader.slurs > 0 and reader.last in ("note", "chord", "rest") and not reader.tuplet_left
+        if text in "!\"{" or text in SHORT_DECORATIONS:
+            if not room or reader.waiting >= MAX_WAITING or reader.grace or (text == "T" and tie) \
+                    or (text == "." and reader.broken is not None):
+                return False  # no trill while a tie waits (the tied note may be a chord, which cannot have one);
+                #               no staccato in a broken rhythm (abc2midi cannot apply it)
+            return text != "{" or not (tie or reader.tuplet_left or reader.broken is not None)
+        if text == ">":
+            if reader.last not in ("note", "chord") or reader.tuplet_left or reader.broken is not None or tie \
+                    or reader.last_staccato:
+                return False
+            half = reader.last_duration / 2  # the first note grows by half, the second (same length) is halved
+            return half % self.grid == 0 and self.ends.reachable(reader.elapsed + 2 * half, self.grid)
+        return False
+
+    def _partial_ok(self, text: str, reader: VoiceReader) -> bool:
+        """May the current token read `text` so far?"""
+        if self.lenient:
+            return True
+        first = text[0]
+        if first in "^_=ABCDEFGabcdefg":
+            return self._partial_note(text, reader)
+        if first in "zx":
+            return self._partial_length(text[1:], reader)
+        if first == "[":
+            return self._partial_bracket(text, reader)
+        if first == "!":
+            name = text[1:]
+            if reader.tie is not None and "trill".startswith(name[:5]) and name:
+                return False  # no trill while a tie waits (the tied note may be a chord, which cannot have one)
+            if name.endswith("!"):
+                return name[:-1] in DECORATIONS
+            return any(option.startswith(name) for option in DECORATIONS)
+        if first == '"':
+            if len(text) == 2:
+                return text[1] in "^_"
+            if text.endswith('"'):
+                return len(text) > 3
+            return len(text) < MAX_ANNOTATION and (text[-1].isalnum() or text[-1] in " .,'-()")
+        if first == "{":
+            return self._partial_grace(text, reader)
+        if first == "(":
+            if len(text) != 2 or text[1] not in TUPLETS:
+                return False
+            p = int(text[1])
+            return _length_fits("", self.ends, reader.elapsed, self.unit, self.grid, p, None,
+                                Fraction(TUPLETS[text[1]], p), None)
+        return False
+
+    def _pitch_ok(self, accidental: str, letter: str, octave: str, reader: VoiceReader, complete: bool,
+                  above: tuple[int, int] | None = None, headroom: bool = False) -> bool:
+        """The written pitch lies in the part's range, or, still being written, octave marks can bring it there.
+        In a chord, each note lies above the last one, `above` = (its MIDI pitch, its diatonic step), and the
+        first leaves room for a second (`headroom`: two semitones below the top of the range)."""
+        low, above_step = (reader.low, -1000) if above is None else (max(reader.low, above[0] + 1), above[1])
+        high = reader.high - 2 * headroom
+        mark = "," if letter.isupper() else "'"  # each more octave mark moves the note an octave (down / up)
+        while True:
+            note = note_parts(f"{accidental}{letter}{octave}")
+            # the bar's accidentals hold for one octave only, so each octave is computed, not shifted by 12
+            pitch = midi_pitch(note, reader.key, dict(reader.accidentals)) + reader.shift
+            if reader.tie is not None and reader.elapsed == 0 and not accidental:
+                carried = {(n.letter, n.octave): p for n, p in zip(reader.tie_notes, reader.tie)}
+                pitch = carried.get((letter, octave), pitch)
+            if low <= pitch <= high and diatonic_step(note) > above_step:
+                return True
+            if complete or len(octave) > 4 or (mark == "," and (pitch < low or diatonic_step(note) <= above_step)) \
+                    or (mark == "'" and pitch > high):
+                return False
+            octave += mark
+
+    def _partial_note(self, text: str, reader: VoiceReader) -> bool:
+        match = _NOTE_PREFIX.fullmatch(text)
+        if match is None:
+            return False
+        accidental, letter, octave, length = match.group(1) or "", match.group(2), match.group(3), match.group(4)
+        if reader.tie is not None:  # the tie's note, written again exactly (then its length)
+            pitch_text = f"{accidental}{letter or ''}{octave}"
+            target = reader.tie_text or ""
+            if not length:
+                return target.startswith(pitch_text) and (pitch_text != target or self._partial_length("", reader))
+            return target == pitch_text and self._partial_length(length, reader)
+        if letter is None:  # an accidental so far: some letter must fit after it
+            return any(self._partial_note(text + option, reader) for option in "CDEFGABcdefgab")
+        if not self._pitch_ok(accidental, letter, octave, reader, complete=bool(length)):
+            return False
+        return self._partial_length(length, reader)
+
+    def _partial_length(self, length: str, reader: VoiceReader) -> bool:
+        """Some allowed length that starts with `length` fits the bar (tuplet notes: all of one length; after
+        grace notes, longer than a quarter of theirs)."""
+        shortest = reader.grace_length / GRACE_SHARE if reader.grace else Fraction(0)
+        return _length_fits(length, self.ends, reader.elapsed, self.unit, self.grid, reader.tuplet_left,
+                            reader.tuplet_length, reader.tuplet_ratio, reader.broken, shortest, reader.broken_length)
+
+    def _partial_bracket(self, text: str, reader: VoiceReader) -> bool:
+        if len(text) >= 2 and text[1] == "K":
+            return f"[K:{self.key_text}]".startswith(text) and self.line_index == 0 and self.content_empty
+        closed = "]" in text
+        inside = text[1:text.index("]")] if closed else text[1:]
+        if reader.tie is not None:  # the tied chord, written again exactly (then its length)
+            target = reader.tie_text or ""
+            if not closed:
+                return target.startswith(text)
+            if not text.startswith(target):
+                return False
+            return self._partial_length(text[len(target):], reader)
+        if _CHORD_MEMBER.sub("", inside) not in ("", "^", "_", "=", "^^", "__"):
+            return False  # no lengths or ties inside a chord: the chord's length comes after it
+        members = _CHORD_MEMBER.findall(inside)
+        if len(members) > MAX_CHORD:
+            return False
+        # A chord's notes go up, each a higher pitch on a higher staff step (as xml2abc writes them; `[c^c]`
+        # would make a tie's repeated chord sound different, since `^c` changes the next `c`).
+        below: tuple[int, int] | None = None
+        for index, (accidental, letter, octave) in enumerate(members):
+            complete = closed or index < len(members) - 1 or not inside.endswith(letter + octave)
+            if not self._pitch_ok(accidental, letter, octave, reader, complete, above=below,
+                                  headroom=index == 0):
+                return False
+            note = note_parts(f"{accidental}{letter}{octave}")
+            below = (midi_pitch(note, reader.key, dict(reader.accidentals)) + reader.shift, diatonic_step(note))
+        if not closed:
+            if inside.endswith(("^", "_", "=")) or not members:  # some note must fit next
+                return len(members) < MAX_CHORD and any(self._partial_bracket(text + option, reader)
+                                                        for option in "CDEFGABcdefgab")
+            return self._partial_length("", reader)
+        return len(members) >= 2 and self._partial_length(text[text.index("]") + 1:], reader)
+
+    def _partial_grace(self, text: str, reader: VoiceReader) -> bool:
+        closed = text.endswith("}")
+        inside = text[1:-1] if closed else text[1:]
+        inside = inside[1:] if inside.startswith("/") else inside
+        notes = list(_GRACE_NOTE.finditer(inside))
+        trailing = "" if closed else _trailing_accidental(inside)
+        if "".join(match.group(0) for match in notes) + trailing != inside:
+            return False
+        if len(notes) + bool(trailing) > MAX_GRACE or (closed and not notes):
+            return False
+        if trailing:  # some note must fit after the accidental
+            return any(self._partial_grace(text + option, reader) for option in "CDEFGABcdefgab")
+        for index, match in enumerate(notes):
+            complete = closed or index < len(notes) - 1 or bool(match.group(4))
+            if not self._pitch_ok(match.group(1) or "", match.group(2), match.group(3), reader, complete):
+                return False
+            if match.group(4) not in ("", "/", "//"):
+                return False  # short grace notes only: abc2midi takes a quarter of their length from the note
+        # the note they lead to must still fit, longer than a quarter of them (the last one may still shorten)
+        total = sum((length_value(m.group(4)) if closed or index < len(notes) - 1 else Fraction(1, 4)
+                     for index, m in enumerate(notes)), Fraction(0))
+        return _length_fits("", self.ends, reader.elapsed, self.unit, self.grid, 0, None, Fraction(1), None,
+                            total / GRACE_SHARE)
+
+    # -- barlines and the end of a voice's bar -----------------------------------------------------------------
+    def _barline_options(self, reader: VoiceReader | None = None) -> tuple[str, ...]:
+        reader = reader or self.reader
+        if self.lenient:
+            return _GIVEN_BARLINES
+        if self.line_barline is not None:
+            return (self.line_barline,)
+        if self.remaining_lines == 1:
+            return (":|",) if self.repeat_open else ("|]",)
+        pickup = self.pickup is not None or (self.line_index == 0 and reader is not None
+                                             and reader.elapsed < self.meter)
+        options = ("|", "||")
+        if not pickup:
+            options += (":|", "::") if self.repeat_open else ("|:",)
+        return options
+
+    def _begin_barline(self, text: str, at_unit_start: bool, after_eos: bool = False) -> bool:
+        self.phase = "barline"
+        self.literal = self._barline_options()
+        self.literal_text = ""
+        self.barline_at_unit_start = at_unit_start or self.lenient
+        self.barline_after_eos = after_eos
+        return self._barline(text)
+
+    def _barline(self, text: str) -> bool:
+        candidate = self.literal_text + text
+        if any(option.startswith(candidate) for option in self.literal):
+            self.literal_text = candidate
+            return True
+        if self.literal_text not in self.literal or not self._finish_voice_bar(self.literal_text):
+            return False
+        if text == "\n":
+            if self.barline_after_eos and not self.lenient:
+                return False  # after an EOS the unit holds the barline and then the next voice
+            if not self.lenient and self._must_write() & set(self._later_voices()):
+                return False
+            return self._end_line()
+        if text == "[" and self.barline_at_unit_start and self._later_voices():
+            self._set_voice_mark_literal()
+            return self._literal("[")
+        return False
+
+    def _finish_voice_bar(self, barline: str) -> bool:
+        """The voice's bar is closed by `barline`: the line's length, barline and repeats are settled."""
+        reader = self.reader
+        assert reader is not None
+        if self.first_end is None:
+            self.first_end = reader.elapsed
+            if self.line_index == 0 and reader.elapsed < self.meter:
+                self.pickup = reader.elapsed
+        if self.line_barline is None:
+            self.line_barline = barline
+            if barline in ("|:", "::"):
+                self.repeat_open = True
+            elif barline.startswith(":|"):
+                self.repeat_open = False
+        return self.lenient or barline == self.line_barline
+
+    def _eos(self, position: int) -> bool:
+        """EOS inside a line ends the voice's unit; the next unit starts with the barline."""
+        if self.phase != "content" or position == 0:
+            return False
+        if self.content_empty and self.line_index == 0 and not self.lexer.buffer:
+            # line 0 opens with a left barline (`|:`), in a unit of its own, in every voice or in none
+            first = len(self.written) == 1
+            if first and self.repeat_open:
+                return False
+            if not first and not self.needs_left:
+                return False
+            options = ("|:",) if first else (self.left_barline or "",)
+            self._set_literal(options, "left")
+            if first:
+                self.ends = _Ends(exact=(self.meter,))
+            return True
+        if self.needs_left or not self._close_token() or not self._bar_complete(self.reader) \
+                or not self._later_voices():
+            return False
+        self.phase = "unit_barline"
+        return True
+
+    def _end_line(self) -> bool:
+        if self.remaining_lines is None:
+            return False
+        self.line_index += 1
+        self.remaining_lines -= 1
+        self.phase = "eol"  # then the EOS, and the next line, or (none left) the EOS patch
+        return True
 
 
-def _ban_voice_ids(logits: Tensor, line: str, voices: tuple[str, ...]) -> int:
-    """Right after `[V:`, only a voice the header declares and that comes after the line's previous voice (single
-    digit ids only; otherwise nothing is constrained)."""
-    if not _OPEN_MARK.search(line) or not voices or not all(v.isdigit() and len(v) == 1 for v in voices):
-        return 0
-    previous = [m.group(1) for m in _VOICE_MARK.finditer(line)]
-    last = int(previous[-1]) if previous and previous[-1].isdigit() else -1
-    allowed = {ord(v) for v in voices if int(v) > last}
-    if not allowed or not torch.isfinite(logits[sorted(allowed)]).any():
-        return 0
-    banned = [ord(str(d)) for d in range(10) if ord(str(d)) not in allowed]
-    logits[banned] = float("-inf")
-    return len(banned)
+_NOTE_PREFIX = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])?([,']*)(\d*(?:/\d*)*)")
+_CHORD_MEMBER = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])([,']*)")
+_GRACE_NOTE = re.compile(r"(\^\^|\^|__|_|=)?([A-Ga-g])([,']*)(\d*(?:/\d*)*)")
+_GIVEN_BARLINES = tuple(sorted({"|", "||", "|]", "[|", "|:", ":|", "::", ":|]", ":||", "||:", ":|:", "[|:"}
+                               | {f"{b}{v}" for b in ("|", ":|") for v in "1234"}))
 
 
-def align_bar(logits: Tensor, line: str, unit: Fraction, meter: str | None, top_k: int,
-              voices: tuple[str, ...] = ()) -> int:
-    """Set to -inf, in place, the logits [V] of likely characters that would misalign the bar; returns how many."""
-    info = voice_target(line, unit, meter)
-    if info is None:
-        return _ban_voice_ids(logits, line, voices)
-    target, current, content = info
-    wanted = min(top_k if top_k > 0 else CHECKED, logits.numel())  # the sampler never looks past its top-k
-    banned: dict[int, float] = {}  # char → its logit before the ban
-    checked: set[int] = set()
-    while True:
-        values, ids = torch.topk(logits, wanted)
-        fresh = [int(i) for v, i in zip(values.tolist(), ids.tolist()) if v != float("-inf") and int(i) not in checked]
-        if not fresh:
-            break
-        for char in fresh:
-            checked.add(char)
-            if not _allowed(char, content, current, target, unit, meter):
-                banned[char] = float(logits[char])
-                logits[char] = float("-inf")
-    if banned and not torch.isfinite(logits).any():  # nothing likely fits: leave the model's own choice
-        for char, value in banned.items():
-            logits[char] = value
-        return 0
-    return len(banned)
+def _trailing_accidental(text: str) -> str:
+    match = re.search(r"(\^\^|\^|__|_|=)$", text)
+    return match.group(0) if match else ""
+
+
+def constrain_logits(logits: Tensor, decoders: list[StrictDecoder | None], top_k: int, positions: list[int]) -> None:
+    """Strict decoding for a batch of rows: keep, in `logits` [B, V] (in place), only each row's allowed characters
+    among the sampler's top-k candidates, or, where none of those is allowed, every allowed character. Rows whose
+    decoder is None (or stands aside) are left as they are."""
+    rows = [i for i, decoder in enumerate(decoders) if decoder is not None and not decoder.disabled]
+    if not rows:
+        return
+    wanted = min(top_k if top_k > 0 else CHECKED, logits.size(-1))
+    values, ids = torch.topk(logits[rows], wanted, dim=-1)
+    masked_rows: list[int] = []
+    kept_rows: list[int] = []
+    kept_chars: list[int] = []
+    for row, row_values, row_ids in zip(rows, values.tolist(), ids.tolist()):
+        decoder = decoders[row]
+        assert decoder is not None
+        candidates = [char for value, char in zip(row_values, row_ids) if value != float("-inf")]
+        allowed = decoder.choose(candidates, positions[row])
+        if not allowed:
+            order = torch.argsort(logits[row], descending=True).tolist()
+            allowed = decoder.fallback(order, positions[row])
+            if not allowed:
+                continue
+            if not torch.isfinite(logits[row, allowed]).any():  # allowed, but given no weight at all by the model
+                logits[row, allowed] = 0.0
+        masked_rows.append(row)
+        kept_rows.extend([row] * len(allowed))
+        kept_chars.extend(allowed)
+    if masked_rows:
+        keep = torch.zeros(len(masked_rows), logits.size(-1), dtype=torch.bool, device=logits.device)
+        index = {row: i for i, row in enumerate(masked_rows)}
+        keep[[index[row] for row in kept_rows], kept_chars] = True
+        logits[masked_rows] = logits[masked_rows].masked_fill(~keep, float("-inf"))
+
+
+__all__ = ["CHECKED", "DECORATIONS", "LENGTHS", "METERS", "StrictDecoder", "constrain_logits"]

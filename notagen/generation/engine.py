@@ -34,7 +34,7 @@ from torch import Tensor
 
 from notagen.config import EOS_ID
 from notagen.generation.cache import KVCache
-from notagen.generation.constraints import align_bar, header_timing
+from notagen.generation.constraints import StrictDecoder, constrain_logits
 from notagen.generation.sampling import SamplingSettings, UniformStreams, sample
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer, is_eos_patch
@@ -78,6 +78,8 @@ class GeneratedPiece:
     patches: int
     rewindows: int
     seconds: float
+    strict_off: str | None = None
+    """Why strict decoding stood aside for this piece (a given score that breaks the rules), or None."""
 
     @property
     def ended(self) -> bool:
@@ -148,11 +150,21 @@ def rewindow(text: str, cut_index: int | None, patchilizer: Patchilizer
         cut_index = max(1, len(body) // 2)
     limit = patchilizer.patch_length - 2
     for keep in range(min(cut_index, len(body)), 0, -1):
-        full, prefix = split_context(patchilizer.encode_generate("".join(metadata + body[-keep:])),
-                                     patchilizer.patch_size)
+        window = "".join(metadata + body[-keep:])
+        full, prefix = close_finished_line(*split_context(patchilizer.encode_generate(window),
+                                                          patchilizer.patch_size), window, patchilizer.patch_size)
         if len(full) <= limit:
             return full, prefix, cut_index
     return None
+
+
+def close_finished_line(full: list[list[int]], prefix: list[int], text: str, patch_size: int
+                        ) -> tuple[list[list[int]], list[int]]:
+    """A context that ends with complete lines: close its last unit as training data does (EOS, padding) instead
+    of leaving it as a forced prefix the model would extend, so the next patch starts a new line."""
+    if prefix and text.endswith("\n"):
+        return full + [prefix + [EOS_ID] + [0] * (patch_size - len(prefix) - 1)], []
+    return full, prefix
 
 
 class PieceState:
@@ -162,7 +174,7 @@ class PieceState:
     """
 
     def __init__(self, request: PieceRequest, index: int, patchilizer: Patchilizer, limits: GenerationLimits,
-                 stream: int = 0) -> None:
+                 stream: int = 0, strict: bool = False) -> None:
         self.request = request
         self.index = index
         self.patchilizer = patchilizer
@@ -184,11 +196,18 @@ class PieceState:
         self.chars: list[int] = []
         self.forced: list[int] = []
         self.patch_done = False
-        self._timing: tuple | None = None
+        self.strict = strict
+        self.decoder: StrictDecoder | None = None
 
     # -- context ----------------------------------------------------------------------------------------------
     def initial_context(self) -> list[list[int]] | None:
         """Full patches of the starting context (the forced prefix is kept in `self.prefix`); None = cannot start."""
+        patches = self._initial_patches()
+        if patches is not None and self.strict:
+            self.decoder = StrictDecoder(self.text, self.limits.max_bars)
+        return patches
+
+    def _initial_patches(self) -> list[list[int]] | None:
         p = self.patchilizer
         if not self.body_started:
             lines = [line + "\n" for line in self.text.split("\n") if line]
@@ -200,21 +219,14 @@ class PieceState:
                 self.stop("context_full")
                 return None
             return patches
-        full, prefix = split_context(p.encode_generate(self.text), p.patch_size)
+        full, prefix = close_finished_line(*split_context(p.encode_generate(self.text), p.patch_size), self.text,
+                                           p.patch_size)
         if len(full) > p.patch_length - 2:
             window = rewindow(self.text, None, p)
             if window is None:
                 self.stop("context_full")
                 return None
             full, prefix, self.cut_index = window
-        if prefix and self.text.endswith("\n"):
-            # The given text ends with complete lines: close its last unit as training data does (EOS, padding)
-            # instead of letting the model extend it, so the continuation starts on a new line.
-            full = full + [prefix + [EOS_ID] + [0] * (p.patch_size - len(prefix) - 1)]
-            prefix = []
-            if len(full) > p.patch_length - 2:
-                self.stop("context_full")
-                return None
         self.prefix = prefix
         return full
 
@@ -234,16 +246,14 @@ class PieceState:
         return self.line + "".join(chr(c) for c in new if c != EOS_ID)
 
     def constrain(self, logits: Tensor, sampling: SamplingSettings) -> None:
-        """Apply the decoding constraints the settings ask for to this piece's next-char logits [V], in place."""
-        if not sampling.align_bars or (not self.body_started and not self.line.startswith(("[r:", "[V:"))):
-            return
-        if self._timing is None:
-            self._timing = header_timing(self.text)
-        unit, meter, voices = self._timing
-        align_bar(logits, self.current_line(), unit, meter, sampling.top_k, voices)
+        """Strict decoding: leave only the characters that keep the piece valid in this piece's next-char logits
+        [V] (in place)."""
+        constrain_logits(logits.unsqueeze(0), [self.decoder], sampling.top_k, [len(self.chars)])
 
     def accept(self, char: int) -> bool:
         """Add one char to the current patch; True when the patch is complete (its EOS, or 16 chars)."""
+        if self.decoder is not None and len(self.chars) >= len(self.prefix):  # the prefix is context, read already
+            self.decoder.accept(char, len(self.chars))
         self.chars.append(char)
         if not self.body_started and len(self.chars) == 3 and self.chars == [ord(c) for c in "[r:"]:
             self.forced = [ord(c) for c in FORCED_START]
@@ -281,7 +291,9 @@ class PieceState:
             self.line = ""
             if line.startswith(BODY_PREFIXES):
                 self.bars += 1
-                if self.limits.max_bars is not None and self.bars >= self.limits.max_bars:
+                # Strict decoding plans the piece's length within the limit and ends it with the EOS patch.
+                strict = self.decoder is not None and not self.decoder.disabled
+                if self.limits.max_bars is not None and self.bars >= self.limits.max_bars and not strict:
                     self.text += "\n".join(pieces[:i + 1]) + "\n"
                     return "max_bars"
         self.line += pieces[-1]
@@ -316,7 +328,8 @@ class PieceState:
     def result(self) -> GeneratedPiece:
         return GeneratedPiece(request=self.request, index=self.index, text=self.text, generated=self.generated,
                               stop_reason=self.stop_reason or "eos", bars=self.bars, patches=self.patches,
-                              rewindows=self.rewindows, seconds=self.seconds)
+                              rewindows=self.rewindows, seconds=self.seconds,
+                              strict_off=self.decoder.disabled if self.decoder is not None else None)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -444,9 +457,10 @@ class GenerationEngine:
             tokens: list[int] = [0] * batch
             if sampled:
                 logits = decoder.logits(hidden).float()
-                if sampling.align_bars:
-                    for i in sampled:
-                        states[i].constrain(logits[i], sampling)
+                if sampling.strict:
+                    chosen = set(sampled)
+                    constrain_logits(logits, [s.decoder if i in chosen else None for i, s in enumerate(states)],
+                                     sampling.top_k, [len(s.chars) for s in states])
                 uniforms = None
                 if not sampling.greedy:
                     uniforms = torch.full((batch,), 0.5, device=self.device)
@@ -483,7 +497,8 @@ class GenerationEngine:
             new_rows: list[tuple[_Row, KVCache, Tensor]] = []
             while queue and len(rows) + len(new_rows) < batch_size:
                 index, request = queue.popleft()
-                state = PieceState(request, index, self.patchilizer, limits, streams.add(request.seed))
+                state = PieceState(request, index, self.patchilizer, limits, streams.add(request.seed),
+                                   strict=sampling.strict)
                 context = state.initial_context()
                 if context is None:
                     results[index] = state.result()

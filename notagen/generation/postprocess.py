@@ -68,6 +68,7 @@ def finish_text(text: str) -> FinishedText:
     from notagen.abc.interleave import deinterleave, rest_unreduce
     from notagen.abc.text import strip_prompt_lines
     from notagen.convert import abc_to_musicxml
+    from notagen.render import set_instruments
 
     result = FinishedText(raw=text)
     body = strip_prompt_lines(text)
@@ -84,14 +85,14 @@ def finish_text(text: str) -> FinishedText:
     if not interleaved.lstrip().startswith("X:"):
         interleaved = "X:1\n" + interleaved
     result.interleaved = interleaved
-    report = check_abc(interleaved)
+    try:
+        result.musicxml = set_instruments(abc_to_musicxml(interleaved))[0]
+        xml_error = None
+    except ConversionError as error:
+        xml_error = str(error)
+    report = check_abc(interleaved, abc2xml_error=xml_error)
     result.validity = report.to_dict()
-    if report.parses:
-        try:
-            result.musicxml = abc_to_musicxml(interleaved)
-        except ConversionError as error:
-            result.error = f"abc2xml failed: {error}"
-    else:
+    if not report.parses:
         result.error = report.error
     try:
         result.standard = deinterleave(interleaved)

@@ -32,7 +32,7 @@ def generate_plain(model: NotaGenModel, requests: Sequence[PieceRequest], sampli
     with torch.inference_mode():
         for index, request in enumerate(requests):
             streams = UniformStreams([request.seed], device)
-            state = PieceState(request, index, patchilizer, limits, stream=0)
+            state = PieceState(request, index, patchilizer, limits, stream=0, strict=sampling.strict)
             context = state.initial_context()
             while context is not None:
                 ids = torch.tensor([context], dtype=torch.long, device=device)

@@ -36,9 +36,10 @@ class SamplingSettings:
     top_p: float = 0.9
     """Keep the smallest likely prefix whose mass exceeds p; 1 keeps all."""
     order: SamplingOrder = "reference"
-    align_bars: bool = False
-    """Bar-aligned decoding (notagen.generation.constraints): each voice of a bar line must last as long as its
-    first voice. Off by default, as in the reference implementation."""
+    strict: bool = True
+    """Strict decoding (notagen.generation.constraints): only characters that keep the piece valid by every rule
+    of `notagen check` are sampled. On by default everywhere (generate, the studio, DPO); off, the model samples
+    from its raw distribution, as the reference implementation does."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -31,6 +31,7 @@ from notagen.generation.cli import (
     resolve_prompt,
     with_prompt,
 )
+from notagen.generation.sampling import SamplingSettings
 from notagen.serve.jobs import JobManager, QueueFullError
 from notagen.serve.runner import PieceRunner
 
@@ -61,12 +62,12 @@ class SamplingIn(BaseModel):
     """How characters are drawn (the official settings by default)."""
 
     model_config = ConfigDict(extra="forbid")
-    temperature: float = Field(1.2, ge=0, le=10)
-    top_k: int = Field(9, ge=0, le=128, description="0 keeps all characters; 1 is greedy")
-    top_p: float = Field(0.9, gt=0, le=1)
-    order: Literal["reference", "standard"] = "reference"
-    align_bars: bool = Field(True, description="bar-aligned decoding: each voice of a bar lasts as long as its "
-                             "first voice (as `notagen generate`; false: the raw distribution)")
+    temperature: float = Field(SamplingSettings.temperature, ge=0, le=10)
+    top_k: int = Field(SamplingSettings.top_k, ge=0, le=128, description="0 keeps all characters; 1 is greedy")
+    top_p: float = Field(SamplingSettings.top_p, gt=0, le=1)
+    order: Literal["reference", "standard"] = SamplingSettings.order
+    strict: bool = Field(SamplingSettings.strict, description="strict decoding: only characters that keep the piece "
+                         "valid by every rule of `notagen check` (false: the raw distribution)")
 
 
 class JobRequest(BaseModel):
