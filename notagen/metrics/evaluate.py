@@ -314,7 +314,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
             lines.append(f"* `{item['name']}`: {item['bars']} bars from `{item['piece']}` "
                          f"(generated bar {item['generated_start']}, training bar {item['train_start']})")
     if "theory" in report:
-        from notagen.metrics.theory import theory_markdown
+        from notagen.metrics.theory_report import theory_markdown
 
         lines += [""] + theory_markdown(report["theory"])
     for plot in plots:
@@ -330,9 +330,9 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
              cache_dir: Path | None = None) -> dict[str, Any]:
     """Compute every metric and write report.json / report.md (+ PNG plots) to `out` when given.
 
-    `theory` adds the music-theory report (`notagen.metrics.theory`): generated pieces next to the reference's real
-    held-out pieces of the same prompt (train pieces added for a prompt with fewer than `theory_min_real` held
-    out), the real side cached under `cache_dir`."""
+    `theory` adds the music-theory report (`notagen.metrics.theory_report`): generated pieces next to the
+    reference's real held-out pieces of the same prompt (train pieces added for a prompt with fewer than
+    `theory_min_real` held out), the real side cached under `cache_dir`."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     generated = read_generated(Path(generated_dir))
@@ -413,10 +413,10 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
         timings["perplexity"] = round(time.perf_counter() - clock, 2)
 
     if theory:
-        from notagen.metrics.theory import theory_report
+        from notagen.metrics.theory_report import build_theory_report
 
         clock = time.perf_counter()
-        report["theory"] = theory_report(generated, reference, theory_min_real, cache_dir)
+        report["theory"] = build_theory_report(generated, reference, theory_min_real, cache_dir)
         timings["theory"] = round(time.perf_counter() - clock, 2)
 
     order = list(range(len(generated)))
@@ -439,7 +439,7 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
         out.mkdir(parents=True, exist_ok=True)
         written = _plots(out, generated, acs_scores, runs) if plots else []
         if plots and "theory" in report:
-            from notagen.metrics.theory import theory_plot
+            from notagen.metrics.theory_report import theory_plot
 
             written += [name for name in [theory_plot(report["theory"], out)] if name]
         atomic_write_json(out / "report.json", report)
@@ -529,7 +529,7 @@ def eval_command(
         parts.append(f"valid {report['validity']['valid_rate']:.2f}")
     parts.append(f"memorised {report['memorisation']['flagged_share']:.2f}")
     if "theory" in report:
-        from notagen.metrics.theory import pooled_mean
+        from notagen.metrics.theory_report import pooled_mean
 
         tonic = pooled_mean(report["theory"], "tonic_ending")
         if tonic is not None:
