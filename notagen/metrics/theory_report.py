@@ -322,9 +322,10 @@ def theory_plot(report: dict[str, Any], out: Path, name: str = "theory.png") -> 
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=2)
     fig.suptitle("Music theory: generated vs real pieces of the same prompt (mean ± SE)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(Path(out) / name, dpi=100)
     plt.close(fig)
     return name
