@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from notagen.errors import NotaGenError
+from notagen.errors import ConversionError, InputError, NotaGenError
 from notagen.instruments import (
     Instrument,
     clef_fits,
@@ -55,7 +55,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("distinct_patterns", "distinct 4-bar melodic patterns (top voice)", "share", "high"),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
-BY_KEY = {m.key: m for m in METRICS}
 
 # Pitch-class sets (intervals above the root) of triads and seventh chords; a seventh chord may omit its fifth.
 _TRIADS = ({0, 4, 7}, {0, 3, 7}, {0, 3, 6}, {0, 4, 8})
@@ -71,10 +70,6 @@ SINGLE_LINE_CHORD_SHARE = 0.05
 """A one-staff part is a single-line tune when at most this share of its notes are chords."""
 _UNNAMED = re.compile(r"^(?:MusicXML Part|Part|P\d+|Staff)?\s*\d*$", re.IGNORECASE)
 _SECTION_BARLINES = ("double", "final", "light-light", "light-heavy", "heavy-light", "heavy-heavy", "heavy")
-
-
-class TheoryError(NotaGenError):
-    """A piece that cannot be analysed (no notes, no parts)."""
 
 
 # --- The parsed piece ---------------------------------------------------------------------------------------------
@@ -242,7 +237,7 @@ def _staff(part: Any, part_id: str) -> tuple[Staff, list[Bar]]:
 def parse_piece(text: str) -> Parsed:
     """Interleaved or standard ABC (prompt lines, `[r:]` and rest-reduced text allowed) → the analysed piece.
 
-    Raises ConversionError when the ABC does not convert, TheoryError when it has no notes.
+    Raises ConversionError when the ABC does not convert or music21 cannot read it, InputError when it has no notes.
     """
     from music21 import converter
 
@@ -252,7 +247,7 @@ def parse_piece(text: str) -> Parsed:
     try:
         score = converter.parse(xml, format="musicxml")
     except Exception as error:  # music21 raises many unrelated exception types on odd MusicXML
-        raise TheoryError(f"music21 cannot read the MusicXML: {type(error).__name__}: {error}") from error
+        raise ConversionError(f"music21 cannot read the MusicXML: {type(error).__name__}: {error}") from error
     return parse_score(score)
 
 
@@ -262,7 +257,7 @@ def parse_score(score: Any) -> Parsed:
 
     parts = list(score.parts) if hasattr(score, "parts") else []
     if not parts:
-        raise TheoryError("the score has no parts")
+        raise InputError("the score has no parts")
     # Staves joined by a brace whose lower staves carry no name of their own are one instrument (a grand staff):
     # abc2xml writes `%%score {1 | 2}` of unnamed voices as two parts in a brace group.
     braced: dict[int, str] = {}
@@ -286,7 +281,7 @@ def parse_score(score: Any) -> Parsed:
         if not bars or len(staff_bars) > len(bars):
             bars = staff_bars if not bars else bars + staff_bars[len(bars):]
     if not any(staff.notes for staff in staves):
-        raise TheoryError("the score has no notes")
+        raise InputError("the score has no notes")
     instruments = []
     for staff_group in groups.values():
         name = next((s.name for s in staff_group if s.name), "")
