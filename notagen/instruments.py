@@ -168,6 +168,17 @@ def identify(name: str = "", clef: str | None = None) -> Instrument:
     return UNKNOWN
 
 
+def identify_part(name: str = "", clefs: list[str | None] | tuple[str | None, ...] = ()) -> Instrument:
+    """The instrument of a score part from its name, else from its staves: an unnamed part of two or more staves
+    is a grand staff, played by a keyboard (the piano); one staff is decided by its clef (see `identify`)."""
+    found = by_name(name)
+    if found is not None:
+        return found
+    if len(clefs) >= 2:
+        return next(instrument for _, instrument in INSTRUMENTS if instrument.name == "Piano")
+    return identify("", clefs[0] if clefs else None)
+
+
 def identify_voice(definition: str) -> Instrument:
     """The instrument of an ABC voice definition line (`V:1 treble nm="Soprano" snm="S."`)."""
     for name in part_names(definition):
@@ -208,3 +219,122 @@ def gm_program(part_name: str) -> int:
     """General MIDI program (0-based) for a part name; piano when nothing matches."""
     found = by_name(part_name)
     return found.program if found is not None else 0
+
+
+# Clefs a part of an instrument may start in besides its usual one (`Instrument.clef`): cello passages in tenor
+# clef, tenor voices in treble (sounding an octave lower), bass or tenor clef, keyboard staves in either clef.
+# The viola has none: a viola written in treble clef from its first bar is not how a quartet is notated.
+OTHER_CLEFS: dict[str, tuple[str, ...]] = {
+    "Violoncello": ("tenor",),
+    "Contrabass": ("tenor",),
+    "Bassoon": ("tenor",),
+    "Trombone": ("tenor", "alto"),
+    "Soprano": ("soprano",),
+    "Mezzo-soprano": ("soprano",),
+    "Alto": ("alto",),
+    "Tenor": ("tenor", "bass"),
+    "Baritone": ("treble",),
+    "Voice": ("bass", "soprano", "alto", "tenor"),
+    "Choir": ("bass", "alto", "tenor"),
+}
+ANY_CLEF_FAMILIES = ("keyboard", "plucked", "percussion", "other")
+
+
+def clef_fits(instrument: Instrument, clef: str | None) -> bool:
+    """True when a part of `instrument` may start in `clef` (its usual clef or one of OTHER_CLEFS); keyboard,
+    plucked, percussion and unidentified parts fit any clef, and a part with no clef is taken as treble."""
+    if instrument.family in ANY_CLEF_FAMILIES:
+        return True
+    clef = clef or "treble"
+    return clef == instrument.clef or clef in OTHER_CLEFS.get(instrument.name, ())
+
+
+# --- Ensembles: what an instrumentation label of the prompt means -----------------------------------------------
+
+MELODIC_FAMILIES = ("strings", "woodwind", "brass", "plucked")
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """One kind of ensemble, as the multiset of its parts' instruments (a keyboard instrument counts once however
+    many staves it has), or as a rule on families when `parts` is empty."""
+
+    name: str
+    parts: tuple[str, ...] = ()
+    """Canonical instrument names (`Instrument.name`), one per part, in any order."""
+    min_parts: int = 0
+    max_parts: int = 0
+    families: tuple[str, ...] = ()
+    """Families every part must belong to (family rules only)."""
+    needs: tuple[str, ...] = ()
+    """Families that must each appear at least once (family rules only)."""
+
+    def matches(self, instruments: list[Instrument]) -> bool:
+        if self.parts:
+            return sorted(i.name for i in instruments) == sorted(self.parts)
+        if not self.min_parts <= len(instruments) <= (self.max_parts or len(instruments)):
+            return False
+        present = {i.family for i in instruments}
+        return (not self.families or present <= set(self.families)) and all(f in present for f in self.needs)
+
+
+VOICE_NAMES = ("Soprano", "Mezzo-soprano", "Alto", "Tenor", "Baritone", "Bass", "Voice")
+
+# Instrumentation label (the third prompt line) → the ensembles that fit it, the usual one first. Labels are the
+# instrumentation categories of NotaGen's fine-tuning data; a label not listed here has no fit to judge.
+ENSEMBLES: dict[str, tuple[Ensemble, ...]] = {
+    "Choral": (
+        Ensemble("SATB choir", ("Soprano", "Alto", "Tenor", "Bass")),
+        Ensemble("voices", min_parts=2, max_parts=12, families=("voice",)),
+        Ensemble("choir and instruments", min_parts=3, needs=("voice",),
+                 families=("voice", "strings", "woodwind", "brass", "keyboard", "percussion")),
+    ),
+    "Chamber": (
+        Ensemble("string quartet", ("Violin", "Violin", "Viola", "Violoncello")),
+        Ensemble("string trio", ("Violin", "Viola", "Violoncello")),
+        Ensemble("string quintet", ("Violin", "Violin", "Viola", "Viola", "Violoncello")),
+        Ensemble("string quintet with two cellos", ("Violin", "Violin", "Viola", "Violoncello", "Violoncello")),
+        Ensemble("piano trio", ("Violin", "Violoncello", "Piano")),
+        Ensemble("piano quartet", ("Violin", "Viola", "Violoncello", "Piano")),
+        Ensemble("piano quintet", ("Violin", "Violin", "Viola", "Violoncello", "Piano")),
+        Ensemble("duo with keyboard", min_parts=2, max_parts=2, families=MELODIC_FAMILIES + ("keyboard",),
+                 needs=("keyboard",)),
+        Ensemble("other chamber ensemble", min_parts=2, max_parts=9,
+                 families=MELODIC_FAMILIES + ("keyboard",)),
+    ),
+    "Art Song": tuple(Ensemble(f"{voice.lower()} and piano", (voice, "Piano")) for voice in VOICE_NAMES),
+    "Keyboard": (
+        Ensemble("piano", ("Piano",)),
+        Ensemble("keyboard", min_parts=1, max_parts=2, families=("keyboard",)),
+    ),
+    "Orchestral": (
+        Ensemble("orchestra", min_parts=5, families=("strings", "woodwind", "brass", "keyboard", "percussion",
+                                                     "plucked"), needs=("strings",)),
+    ),
+    "Vocal-Orchestral": (
+        Ensemble("voices and orchestra", min_parts=4, needs=("voice", "strings")),
+    ),
+    "Band": (
+        Ensemble("band", min_parts=4, families=("woodwind", "brass", "percussion", "strings", "keyboard"),
+                 needs=("brass",)),
+    ),
+}
+
+
+def match_ensemble(instrumentation: str, instruments: list[Instrument]) -> Ensemble | None:
+    """The first ensemble of the label that the parts' instruments form; None when none does (or the label has no
+    ensembles in ENSEMBLES)."""
+    for ensemble in ENSEMBLES.get(instrumentation, ()):
+        if ensemble.matches(instruments):
+            return ensemble
+    return None
+
+
+def name_ensemble(instruments: list[Instrument]) -> str:
+    """A short name of what the parts form, for reports: the first ensemble of any label that matches, else the
+    instrument names joined by `+` (`Soprano + Alto + Treble part`)."""
+    for ensembles in ENSEMBLES.values():
+        for ensemble in ensembles:
+            if ensemble.parts and ensemble.matches(instruments):
+                return ensemble.name
+    return " + ".join(i.name for i in instruments) or "no parts"

@@ -38,3 +38,9 @@ def quartet() -> str:
     from notagen.convert import score_to_abc
 
     return score_to_abc(corpus.getWork("mozart/k80/movement3"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Caches that reports keep between runs (music-theory baselines) go to a temporary folder, not ~/.cache."""
+    os.environ["NOTAGEN_CACHE"] = str(tmp_path_factory.mktemp("notagen-cache"))

@@ -48,3 +48,22 @@ def test_unnamed_staves_of_a_brace_group_share_the_instrument():
               "V:4 bass"]
     instruments = voice_instruments(header)
     assert [instruments[v].name for v in "1234"] == ["Piano", "Piano", "Piano", "Bass part"]
+
+
+def test_clefs_and_ensembles_of_the_instrumentation_labels():
+    from notagen.instruments import ENSEMBLES, clef_fits, identify_part, match_ensemble, name_ensemble
+
+    viola, cello, tenor = by_name("Viola"), by_name("Cello"), by_name("Tenor")
+    assert clef_fits(viola, "alto") and not clef_fits(viola, "treble")
+    assert clef_fits(cello, "bass") and clef_fits(cello, "tenor") and not clef_fits(cello, "treble")
+    assert clef_fits(tenor, "treble") and clef_fits(tenor, "bass") and clef_fits(by_name("Piano"), "alto")
+    quartet = [by_name(n) for n in ("Violin I", "Violin II", "Viola", "Violoncello")]
+    satb = [by_name(n) for n in ("Soprano", "Alto", "Tenor", "Bass")]
+    assert match_ensemble("Chamber", quartet).name == "string quartet"
+    assert match_ensemble("Chamber", satb) is None and match_ensemble("Choral", satb).name == "SATB choir"
+    assert match_ensemble("Art Song", [by_name("Tenor"), by_name("Piano")]).name == "tenor and piano"
+    assert match_ensemble("Keyboard", [identify_part("", ["treble", "bass"])]).name == "piano"
+    assert match_ensemble("Chamber", [by_name("Flute"), by_name("Piano")]).name == "duo with keyboard"
+    assert match_ensemble("Unknown label", quartet) is None and "Unknown label" not in ENSEMBLES
+    assert name_ensemble(satb) == "SATB choir" and name_ensemble([by_name("Oboe")]) == "Oboe"
+    assert identify_part("", ["bass"]).name == "Bass part" and identify_part("Viola", ["alto"]).name == "Viola"

@@ -104,6 +104,21 @@ def normalise_generated(text: str) -> str:
     return clean
 
 
+def _asked_prompt(path: Path) -> dict[str, str]:
+    """The prompt in the JSON manifest `notagen generate` writes beside a piece (`NAME.json` for `NAME.raw.abc`)."""
+    stem = path.name[: -len(".raw.abc")] if path.name.endswith(".raw.abc") else path.stem
+    manifest = path.with_name(stem + ".json")
+    if not manifest.is_file():
+        return {}
+    try:
+        prompt = json.loads(manifest.read_text(encoding="utf-8")).get("prompt")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    if not isinstance(prompt, dict):
+        return {}
+    return {k: str(prompt[k]) for k in PROMPT_FIELDS if prompt.get(k)}
+
+
 def read_generated(folder: Path) -> list[GeneratedPiece]:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of generated .abc files")
@@ -118,7 +133,9 @@ def read_generated(folder: Path) -> list[GeneratedPiece]:
     pieces = []
     for path in files:
         raw = path.read_text(encoding="utf-8", errors="replace")
-        labels = prompt_from_lines(raw) or manifest.get(path.name, {})
+        # The prompt asked for: the piece's own JSON manifest (`notagen generate`), else its first prompt lines
+        # (the model may write more prompt lines after the given ones), else a manifest.json beside the files.
+        labels = _asked_prompt(path) or prompt_from_lines(raw) or manifest.get(path.name, {})
         pieces.append(GeneratedPiece(str(path.relative_to(folder)), raw, normalise_generated(raw), labels))
     return pieces
 
@@ -296,6 +313,10 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         for item in report["memorisation"]["flagged"]:
             lines.append(f"* `{item['name']}`: {item['bars']} bars from `{item['piece']}` "
                          f"(generated bar {item['generated_start']}, training bar {item['train_start']})")
+    if "theory" in report:
+        from notagen.metrics.theory_report import theory_markdown
+
+        lines += [""] + theory_markdown(report["theory"])
     for plot in plots:
         lines += ["", f"![{plot}]({plot})"]
     lines += ["", f"Timings (s): {json.dumps(report['timings_s'])}", ""]
@@ -305,8 +326,13 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
 def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, out: Path | None = None,
              split: str = "train", threshold: int = 4, estimator: str = "oas", model: str | None = None,
              check_validity: bool = True, batch_size: int = 8, max_reference: int = 0,
-             plots: bool = True, device: str = "cpu") -> dict[str, Any]:
-    """Compute every metric and write report.json / report.md (+ PNG plots) to `out` when given."""
+             plots: bool = True, device: str = "cpu", theory: bool = True, theory_min_real: int = 5,
+             cache_dir: Path | None = None) -> dict[str, Any]:
+    """Compute every metric and write report.json / report.md (+ PNG plots) to `out` when given.
+
+    `theory` adds the music-theory report (`notagen.metrics.theory_report`): generated pieces next to the
+    reference's real held-out pieces of the same prompt (train pieces added for a prompt with fewer than
+    `theory_min_real` held out), the real side cached under `cache_dir`."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     generated = read_generated(Path(generated_dir))
@@ -386,6 +412,13 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
         report["perplexity"] = _perplexity(model, reference, device)
         timings["perplexity"] = round(time.perf_counter() - clock, 2)
 
+    if theory:
+        from notagen.metrics.theory_report import build_theory_report
+
+        clock = time.perf_counter()
+        report["theory"] = build_theory_report(generated, reference, theory_min_real, cache_dir)
+        timings["theory"] = round(time.perf_counter() - clock, 2)
+
     order = list(range(len(generated)))
     if acs_scores is not None:
         order.sort(key=lambda i: -acs_scores[i])
@@ -405,6 +438,10 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = _plots(out, generated, acs_scores, runs) if plots else []
+        if plots and "theory" in report:
+            from notagen.metrics.theory_report import theory_plot
+
+            written += [name for name in [theory_plot(report["theory"], out)] if name]
         atomic_write_json(out / "report.json", report)
         atomic_write_text(out / "report.md", _markdown(report, written))
     return report
@@ -442,12 +479,17 @@ def eval_command(
     max_reference: int = 0,
     threads: int = 0,
     device: str = "cpu",
+    theory: bool = True,
+    theory_min_real: int = 5,
 ) -> int:
-    """Score generated pieces against a reference dataset: ACS, FMD, label accuracy, BAE, memorisation.
+    """Score generated pieces against a reference dataset: ACS, FMD, label accuracy, BAE, memorisation, music theory.
 
-    GENERATED is a folder of .abc files (interleaved, possibly with prompt lines and [r:] annotations). A piece's
-    prompt is read from its % lines, or from a manifest.json beside the files. Writes report.md (tables, plots),
-    report.json and the PNG plots to --out (default GENERATED/eval).
+    GENERATED is a folder of .abc files (interleaved, possibly with prompt lines and [r:] annotations), such as a
+    `notagen generate` output folder. A piece's prompt is read from its JSON manifest, its % lines, or a
+    manifest.json beside the files. The music-theory report puts each prompt's pieces next to the reference's real
+    held-out pieces of the same prompt (tonic endings, beat chords, parallels, rests, ranges, instrumentation…;
+    see docs/evaluation.md); the real side is cached in $NOTAGEN_CACHE (default ~/.cache/notagen). Writes report.md
+    (tables, plots), report.json and the PNG plots to --out (default GENERATED/eval).
 
     Args:
         generated: folder of generated .abc files.
@@ -463,6 +505,8 @@ def eval_command(
         max_reference: use at most this many reference pieces (0 = all).
         threads: torch CPU threads (0 = default).
         device: torch device for the encoder and the model.
+        theory: add the music-theory report (generated vs real pieces of the same prompt).
+        theory_min_real: a prompt with fewer real held-out pieces than this is compared with its train pieces too.
 
     Examples:
         notagen eval runs/samples --reference datasets/music21 --encoder runs/encoder-small/best --out runs/eval
@@ -475,7 +519,7 @@ def eval_command(
         torch.set_num_threads(threads)
     out = out or Path(generated) / "eval"
     report = evaluate(Path(generated), Path(reference), encoder, out, split, threshold, estimator, model, validity,
-                      batch_size, max_reference, True, device)
+                      batch_size, max_reference, True, device, theory, theory_min_real)
     parts = []
     if "acs" in report:
         parts.append(f"ACS {format_mean(report['acs']['mean'], report['acs'].get('se'))}")
@@ -484,5 +528,11 @@ def eval_command(
     if "validity" in report:
         parts.append(f"valid {report['validity']['valid_rate']:.2f}")
     parts.append(f"memorised {report['memorisation']['flagged_share']:.2f}")
+    if "theory" in report:
+        from notagen.metrics.theory_report import pooled_mean
+
+        tonic = pooled_mean(report["theory"], "tonic_ending")
+        if tonic is not None:
+            parts.append(f"tonic endings {100 * tonic:.0f} %")
     print(f"{report['n_generated']} pieces: " + ", ".join(parts) + f"; report in {out / 'report.md'}")
     return 0
