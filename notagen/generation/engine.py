@@ -365,9 +365,10 @@ class GenerationEngine:
     def _new_cache(self, layers: int, batch: int, capacity: int) -> KVCache:
         return KVCache(layers, batch, self.config.heads, self.head_dim, capacity, self.device, self.dtype)
 
-    def _prefill(self, patches: list[list[int]]) -> tuple[KVCache, Tensor]:
-        """Run the patch decoder over a whole context (one row); its cache and the last hidden state [H]."""
-        cache = self._new_cache(self.config.patch_layers, 1, len(patches))
+    def _prefill(self, patches: list[list[int]], capacity: int | None = None) -> tuple[KVCache, Tensor]:
+        """Run the patch decoder over a whole context (one row); its cache (of `capacity` entries, default just the
+        context) and the last hidden state [H]."""
+        cache = self._new_cache(self.config.patch_layers, 1, capacity or len(patches))
         ids = torch.tensor([patches], dtype=torch.long, device=self.device)
         hidden = self.model.patch_level_decoder(ids, 0, cache)
         self.stats.prefills += 1
@@ -438,8 +439,14 @@ class GenerationEngine:
                 if context is None:
                     results[index] = state.result()
                     continue
-                row_cache, vector = self._prefill(context)
-                new_rows.append((_Row(state, len(context)), row_cache, vector))
+                if batch_size == 1:  # the row is the whole batch: prefill straight into the batch cache, no copy
+                    del cache
+                    cache, vector = self._prefill(context, self.capacity)
+                    rows.append(_Row(state, len(context)))
+                    vectors = vector.unsqueeze(0)
+                else:
+                    row_cache, vector = self._prefill(context)
+                    new_rows.append((_Row(state, len(context)), row_cache, vector))
                 if self.record_patches:
                     self.patch_log[index] = [list(p) for p in context]
             if new_rows:
@@ -492,9 +499,12 @@ class GenerationEngine:
                 for row in rows:
                     row.context_patches += 1
             for i, window in rewindowed.items():
-                row_cache, vector = self._prefill(window)
-                cache.place_row(i, row_cache)
-                vectors[i] = vector
+                if len(rows) == 1:  # replace the whole cache: never two copies of a long context at once
+                    del cache
+                    cache, vectors[i] = self._prefill(window, self.capacity)
+                else:
+                    row_cache, vectors[i] = self._prefill(window)
+                    cache.place_row(i, row_cache)
                 rows[i].context_patches = len(window)
 
             if progress is not None:
