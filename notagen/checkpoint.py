@@ -510,7 +510,7 @@ def _with_patch_length(checkpoint: Checkpoint, patch_length: int) -> NotaGenMode
     return build_model(new_config, state, device=state[PATCH_WPE_KEY].device)
 
 
-def convert_checkpoint_command(source: Path, output: Path, to: Literal["native", "official"] = "native",
+def convert_checkpoint_command(source: str, output: Path, to: Literal["native", "official"] = "native",
                                patch_length: int | None = None) -> int:
     """Convert a checkpoint between the native format and an official NotaGen .pth file.
 
@@ -519,7 +519,8 @@ def convert_checkpoint_command(source: Path, output: Path, to: Literal["native",
     code loads strictly.
 
     Args:
-        source: native checkpoint directory or official NotaGen .pth file.
+        source: native checkpoint directory, official NotaGen .pth file, hf:OWNER/REPO/FILE or an official name
+            (notagen-x, large, …).
         output: directory (native) or file (official) to write.
         to: output format.
         patch_length: keep only the first N learned patch positions (a shorter context window; cannot exceed
@@ -528,11 +529,15 @@ def convert_checkpoint_command(source: Path, output: Path, to: Literal["native",
     Examples:
         notagen convert-checkpoint weights_notagenx_p_size_16_p_length_1024_p_layers_20_h_size_1280.pth models/x
         notagen convert-checkpoint models/x x.pth --to official
+        notagen convert-checkpoint notagen-x models/notagen-x
     """
+    from notagen.weights import resolve
+
     started = time.perf_counter()
-    if Path(output).resolve() == Path(source).resolve():
+    path = resolve(source)
+    if Path(output).resolve() == path.resolve():
         raise CheckpointError(f"output {output} is the source itself")
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(path)
     model = checkpoint.model
     if patch_length is not None:
         model = _with_patch_length(checkpoint, patch_length)

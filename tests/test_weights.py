@@ -196,3 +196,37 @@ def test_serve_menus_offer_the_official_prompts(hub, tmp_path):
 
 def test_hub_tests_are_offline():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_convert_checkpoint_takes_a_name_and_keeps_the_registry(hub, tmp_path):
+    assert main(["convert-checkpoint", "notagen-x", str(tmp_path / "native")]) == 0
+    config = json.loads((tmp_path / "native" / "config.json").read_text())
+    assert len(config["prompts"]) == 112 and "precision" not in config
+
+
+def test_an_int8_directory_with_float_weights_is_refused(hub, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    int8 = Path(open_checkpoint("notagen-x", precision="int8").info["loaded_from"])
+    state = load_file(str(int8 / "model.safetensors"))
+    key = "char_level_decoder.base.transformer.h.0.mlp.c_fc.weight"
+    assert state[key].dtype == torch.int8 and state[key.replace(".weight", ".weight_scale")].dim() == 1
+    state[key] = state[key].float()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    save_file(state, str(broken / "model.safetensors"))
+    (broken / "config.json").write_text((int8 / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="is torch.float32, an int8 checkpoint stores int8"):
+        load_checkpoint(broken)
+    del state[key.replace(".weight", ".weight_scale")]
+    save_file(state, str(broken / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing keys: .*weight_scale"):
+        load_checkpoint(broken)
+
+
+def test_commands_that_take_a_checkpoint_offer_precision(capsys):
+    for command in ("generate", "serve", "eval"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--precision {fp32,bf16,int8}" in text, command
