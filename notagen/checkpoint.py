@@ -40,7 +40,14 @@ from notagen.errors import CheckpointError, ConfigError
 from notagen.hub import prompts_for
 from notagen.io import atomic_write_json
 from notagen.model import NotaGenModel
-from notagen.precision import SCALE_SUFFIX, install_int8, is_quantised_key, model_precision, weight_bytes
+from notagen.precision import (
+    SCALE_SUFFIX,
+    install_int8,
+    is_quantised_key,
+    model_precision,
+    release_freed_memory,
+    weight_bytes,
+)
 
 FORMAT_NAME = "notagen"
 FORMAT_VERSION = 1
@@ -443,6 +450,7 @@ def _load_int8(directory: Path, weights: Path, config: ModelConfig, device: str 
         setattr(model.get_submodule(owner), name, nn.Parameter(tensor.float(), requires_grad=False))
     head = model.char_level_decoder.base
     head.lm_head.weight = head.transformer.wte.weight
+    release_freed_memory()  # the per-layer read and pack buffers
     return model
 
 

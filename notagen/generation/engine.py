@@ -362,13 +362,15 @@ class GenerationEngine:
             return self._run(list(requests), sampling, limits, max(1, batch_size), progress)
 
     # -- model calls ------------------------------------------------------------------------------------------
-    def _new_cache(self, layers: int, batch: int, capacity: int) -> KVCache:
-        return KVCache(layers, batch, self.config.heads, self.head_dim, capacity, self.device, self.dtype)
+    def _new_cache(self, layers: int, batch: int, capacity: int, zeroed: bool = True) -> KVCache:
+        return KVCache(layers, batch, self.config.heads, self.head_dim, capacity, self.device, self.dtype, zeroed)
 
     def _prefill(self, patches: list[list[int]], capacity: int | None = None) -> tuple[KVCache, Tensor]:
-        """Run the patch decoder over a whole context (one row); its cache (of `capacity` entries, default just the
-        context) and the last hidden state [H]."""
-        cache = self._new_cache(self.config.patch_layers, 1, capacity or len(patches))
+        """Run the patch decoder over a whole context (one row); its cache and the last hidden state [H].
+
+        With `capacity`, the cache is the one-row batch cache itself: allocated uninitialised (its one row starts
+        at slot 0 and is never masked), so memory grows with the context instead of being taken up front."""
+        cache = self._new_cache(self.config.patch_layers, 1, capacity or len(patches), zeroed=capacity is None)
         ids = torch.tensor([patches], dtype=torch.long, device=self.device)
         hidden = self.model.patch_level_decoder(ids, 0, cache)
         self.stats.prefills += 1
