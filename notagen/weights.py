@@ -101,6 +101,8 @@ def converted_path(source: Path, precision: str) -> Path:
 def convert(source: Path, precision: Precision, target: Path) -> Path:
     """Write `source` (official .pth or native directory) at `precision` as a native directory `target`."""
     started = time.perf_counter()
+    print(f"notagen: converting {source.name} to {precision} once (later starts load the copy)", file=sys.stderr,
+          flush=True)
     if source.is_dir():
         loaded = load_checkpoint(source)
         if loaded.info["precision"] == "int8":
@@ -119,18 +121,22 @@ def convert(source: Path, precision: Precision, target: Path) -> Path:
         state, stored = int8_state_dict(state), "int8"
     else:
         state, stored = {key: t.to(FLOAT_DTYPES[precision]) for key, t in state.items()}, None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        write_checkpoint(scratch, state, config, prompts, training, stored)
-        del state
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
         try:
-            os.rename(scratch, target)
-        except OSError:  # another process finished the same conversion first: keep theirs
-            if not (target / CONFIG_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            write_checkpoint(scratch, state, config, prompts, training, stored)
+            del state
+            try:
+                os.rename(scratch, target)
+            except OSError:  # another process finished the same conversion first: keep theirs
+                if not (target / CONFIG_FILE).is_file():
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    except OSError as error:
+        raise CheckpointError(f"cannot write the converted copy under {target.parent} ({error.strerror or error}; "
+                              f"set NOTAGEN_CACHE_DIR to a folder with room)") from error
     print(f"notagen: converted {source.name} to {precision} in {time.perf_counter() - started:.1f} s "
           f"(cached in {target})", file=sys.stderr)
     return target

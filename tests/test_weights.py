@@ -230,3 +230,11 @@ def test_commands_that_take_a_checkpoint_offer_precision(capsys):
             main([command, "--help"])
         text = capsys.readouterr().out
         assert "--precision {fp32,bf16,int8}" in text, command
+
+
+def test_an_unwritable_cache_is_one_line(hub, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NOTAGEN_CACHE_DIR", str(blocker))
+    with pytest.raises(CheckpointError, match="cannot write the converted copy .*NOTAGEN_CACHE_DIR"):
+        open_checkpoint("notagen-x")
