@@ -195,11 +195,52 @@ def child_official(args: argparse.Namespace) -> dict:
     return {"dims": args.dims, "cells": cells, "peak_rss_mb": rss_mb(), "threads": torch.get_num_threads()}
 
 
+def child_interleaved(args: argparse.Namespace) -> dict:
+    """The goal ratios measured side by side in one process, alternating (load drift hits all three alike):
+    our fp32 and int8 engines and the official-style loop at the first context, batch 1."""
+    from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
+    from notagen.generation.reference import ReferenceNotaGen, generate_plain
+    from notagen.patchilizer import Patchilizer
+    from notagen.weights import open_checkpoint
+
+    fp32 = open_checkpoint(args.weights).model
+    int8 = open_checkpoint(args.weights, precision="int8").model
+    official = ReferenceNotaGen.from_model(fp32)
+    config = fp32.config
+    patchilizer = Patchilizer(patch_size=config.patch_size, patch_length=config.patch_length)
+    text = context_text(args.contexts[0], patchilizer)
+    greedy = SamplingSettings(top_k=1)
+
+    def ours(model) -> float:
+        stamps: list[float] = []
+        GenerationEngine(model).generate([PieceRequest(text)], greedy, GenerationLimits(max_patches=args.patches + 1),
+                                         progress=lambda _: stamps.append(time.process_time()))
+        return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+
+    def plain() -> float:
+        start = time.process_time()
+        generate_plain(official, [PieceRequest(text)], greedy, GenerationLimits(max_patches=1), patchilizer)
+        return time.process_time() - start
+
+    times: dict[str, list[float]] = {"fp32": [], "int8": [], "official-style": []}
+    for _ in range(args.repeats):
+        times["fp32"].append(ours(fp32))
+        times["int8"].append(ours(int8))
+        times["official-style"].append(plain())
+    best = {name: min(values) * 1e3 for name, values in times.items()}
+    print(f"  {args.dims} interleaved ctx {args.contexts[0]}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in best.items()),
+          file=sys.stderr, flush=True)
+    return {"context": args.contexts[0], "repeats": args.repeats, "ms_per_patch_best": best,
+            "ms_per_patch_all": {k: [v * 1e3 for v in values] for k, values in times.items()},
+            "int8_over_fp32": best["fp32"] / best["int8"], "int8_over_official": best["official-style"] / best["int8"]}
+
+
 def child_bandwidth(args: argparse.Namespace) -> dict:
     return {"bytes_per_s": read_bandwidth()}
 
 
-CHILDREN = {"prepare": child_prepare, "ours": child_ours, "official": child_official, "bandwidth": child_bandwidth}
+CHILDREN = {"prepare": child_prepare, "ours": child_ours, "official": child_official, "bandwidth": child_bandwidth,
+            "interleaved": child_interleaved}
 
 
 def run_child(kind: str, env: dict, **options) -> dict:
@@ -258,6 +299,15 @@ def report(results: dict) -> dict:
                         official[context]["ms_per_patch"] / int8[context, 1]["ms_per_patch"])
             for run in data["ours"]:
                 goals[f"x {run['precision']} peak RSS (batch 1) <= 1.3x weights"] = run["peak_over_weights_batch1"]
+                goals[f"x {run['precision']} peak RSS above the torch baseline (batch 1) <= 1.3x weights"] = \
+                    run["model_peak_over_weights_batch1"]
+        if "interleaved" in data:
+            side = data["interleaved"]
+            best = side["ms_per_patch_best"]
+            print(f"\nside by side in one process, context {side['context']}, batch 1, best of {side['repeats']}: "
+                  + ", ".join(f"{name} {ms:.0f} ms/patch" for name, ms in best.items()))
+            goals["x int8 >= 3x our fp32 at context 16 (interleaved)"] = side["int8_over_fp32"]
+            goals["x int8 >= 10x official-style at context 16 (interleaved)"] = side["int8_over_official"]
     targets = {"3x": 3, "10x": 10, "30x": 30, "1.3x": 1.3}
     print()
     for name, value in goals.items():
@@ -277,6 +327,9 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=3, help="steady-state patch rounds timed per cell")
     parser.add_argument("--weights", default="")
     parser.add_argument("--bandwidth", type=float, default=0.0)
+    parser.add_argument("--repeats", type=int, default=3, help="alternations in the interleaved goal check")
+    parser.add_argument("--interleaved-only", action="store_true",
+                        help="run only the interleaved goal check (NotaGen-X, context 16) and add it to the results")
     parser.add_argument("--workdir", default="", help="scratch folder for weights and converted copies")
     parser.add_argument("--quick", action="store_true", help="contexts 16 and 256, 2 patches, tiny dims only")
     parser.add_argument("--no-official-1008", action="store_true",
@@ -295,6 +348,14 @@ def main() -> None:
         args.dims, args.contexts, args.patches = ["tiny"], [16, 256], 2
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="notagen-bench-"))
     env = dict(os.environ, NOTAGEN_CACHE_DIR=str(workdir / "cache"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    if args.interleaved_only:
+        results = json.loads(RESULTS.read_text())
+        results["dims"]["x"]["interleaved"] = run_child("interleaved", env, dims="x", weights=workdir / "x" / X_FILE,
+                                                        contexts=[16], patches=args.patches, repeats=args.repeats)
+        results["goals"] = report(results)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {RESULTS}")
+        return
     results: dict = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                      "python": platform.python_version(), "threads": 1, "timer": "process CPU time",
                      "patches_per_cell": args.patches, "dims": {}}
@@ -322,6 +383,9 @@ def main() -> None:
                 data["ours"][-1]["read_bandwidth_gb_s"] = after / 1e9
         contexts = [c for c in args.contexts if not (dims == "x" and c == 1008 and args.no_official_1008)]
         data["official"] = run_child("official", env, dims=dims, weights=weights, contexts=contexts)
+        if dims == "x":
+            data["interleaved"] = run_child("interleaved", env, dims=dims, weights=weights, contexts=[16],
+                                            patches=args.patches, repeats=args.repeats)
         results["dims"][dims] = data
     results["goals"] = report(results)
     out = RESULTS.with_suffix(".quick.json") if args.quick else RESULTS
