@@ -146,14 +146,6 @@ def install_int8(model: nn.Module, read: Callable[[str], Tensor]) -> None:
         setattr(model.get_submodule(parent_name), child, replacement)
 
 
-def quantise_model(model: nn.Module) -> nn.Module:
-    """Quantise a float model's block Linear layers in place (int8, CPU) and return it."""
-    state = {key: tensor for key, tensor in model.state_dict().items() if is_quantised_key(key)}
-    quantised = int8_state_dict(state)
-    install_int8(model.cpu().float(), quantised.__getitem__)
-    return model
-
-
 def model_precision(model: nn.Module) -> Precision:
     """fp32, bf16 or int8, as the model's weights are held now."""
     if any(QUANTISED.match(name) and not isinstance(module, nn.Linear) for name, module in model.named_modules()):
@@ -179,5 +171,5 @@ def weight_bytes(model: nn.Module) -> int:
 
 
 __all__ = ["PRECISIONS", "Precision", "bf16_is_native", "check_precision", "install_int8", "int8_state_dict",
-           "is_quantised_key", "model_precision", "quantise_model", "quantise_weight", "quantised_linear",
+           "is_quantised_key", "model_precision", "quantise_weight", "quantised_linear",
            "weight_bytes"]

@@ -2,8 +2,8 @@
 
 `open_checkpoint(spec, device, precision)` is used by generate, prompts, serve, eval (perplexity), train and dpo:
 
-1. **Resolve** `spec`: None → the bundled model; `hf:…` or an official alias (`notagen-x`, `large`, …) → the file
-   in the Hugging Face cache, downloaded if needed (`notagen.hub`); anything else → a local path.
+1. **Resolve** `spec`: None → the bundled model; an existing local path → itself; `hf:…` or an official alias
+   (`notagen-x`, `large`, …) → the file in the Hugging Face cache, downloaded if needed (`notagen.hub`).
 2. **Convert once.** An official `.pth` (a pickle whose GPT-2 `Conv1D` weights must be transposed), or a native
    directory asked for at another precision, is converted to a native directory at that precision under the
    user's cache (`cache_dir()`: $NOTAGEN_CACHE_DIR, else $XDG_CACHE_HOME/notagen, else ~/.cache/notagen), keyed by
@@ -36,7 +36,7 @@ from notagen.checkpoint import (
     write_checkpoint,
 )
 from notagen.errors import CheckpointError
-from notagen.hub import describe, download, official_file, parse_name, prompts_for
+from notagen.hub import OFFICIAL, HubFile, describe, download, official_file, parse_name, prompts_for
 from notagen.precision import FLOAT_DTYPES, Precision, bf16_is_native, check_precision, int8_state_dict
 
 CACHE_VERSION = 1  # bump when the converted layout changes, so old copies are not reused
@@ -57,22 +57,24 @@ def resolve(spec: str | Path | None) -> Path:
             raise CheckpointError("no model: pass --checkpoint DIR|FILE.pth|NAME (a directory written by `notagen "
                                   f"train`, official NotaGen weights, or one of: {describe()})")
         return path
-    hub_file = parse_name(str(spec))
+    hub_file = _hub_name(spec)
     if hub_file is not None:
         return download(hub_file)
     path = Path(spec).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path} (a directory, a .pth file, hf:OWNER/REPO/FILE, or "
-                              f"an official name: {', '.join(_alias_names())})")
+                              f"an official name: {', '.join(OFFICIAL)})")
     if path.is_file() and (path.name == CONFIG_FILE or path.suffix == ".safetensors"):
         path = path.parent
     return path
 
 
-def _alias_names() -> list[str]:
-    from notagen.hub import OFFICIAL
-
-    return list(OFFICIAL)
+def _hub_name(spec: str | Path) -> HubFile | None:
+    """The hub file `spec` names; None for a local path (an existing file or folder wins over an alias)."""
+    text = str(spec)
+    if not text.startswith("hf:") and Path(text).expanduser().exists():
+        return None
+    return parse_name(text)
 
 
 def _stored_precision(path: Path) -> str | None:
@@ -165,7 +167,7 @@ def open_checkpoint(spec: str | Path | None, device: str | torch.device = "cpu",
 
 def prompts_of(spec: str | Path | None) -> tuple[str, list[dict]]:
     """(what was resolved, its prompt registry) without loading weights where the registry is known otherwise."""
-    hub_file = parse_name(str(spec)) if spec is not None else None
+    hub_file = _hub_name(spec) if spec is not None else None
     if hub_file is not None and hub_file.official is not None:
         return f"{hub_file.repo}/{hub_file.filename}", prompts_for(hub_file.filename)
     source = resolve(spec)

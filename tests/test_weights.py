@@ -238,3 +238,10 @@ def test_an_unwritable_cache_is_one_line(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("NOTAGEN_CACHE_DIR", str(blocker))
     with pytest.raises(CheckpointError, match="cannot write the converted copy .*NOTAGEN_CACHE_DIR"):
         open_checkpoint("notagen-x")
+
+
+def test_a_local_folder_named_like_an_alias_wins(hub, tmp_path, monkeypatch, model):
+    save_checkpoint(tmp_path / "large", model)
+    monkeypatch.chdir(tmp_path)
+    assert open_checkpoint("large").info["source"] == "large"
+    assert open_checkpoint("notagen-x").info["source"] == str(hub)  # no such folder here: the hub file
