@@ -16,8 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from notagen.generation.cli import generate_command, open_checkpoint
+from notagen.generation.cli import generate_command
 from notagen.judges import judge_abc
+from notagen.weights import open_checkpoint
 
 RESULTS = Path(__file__).parent / "results" / "judge_generated.json"
 
@@ -42,14 +43,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/judged"))
     parser.add_argument("--checkpoint", default=None)
     args = parser.parse_args()
-    loaded = open_checkpoint(Path(args.checkpoint) if args.checkpoint else None)
+    loaded = open_checkpoint(args.checkpoint)
     rows = []
     started = time.perf_counter()
     for number, prompt in enumerate(loaded.prompts):
         folder = args.out / f"prompt-{number}"
         generate_command(period=prompt["period"], composer=prompt["composer"],
                          instrumentation=prompt["instrumentation"], n=args.pieces, seed=args.seed,
-                         checkpoint=Path(args.checkpoint) if args.checkpoint else None, output=folder,
+                         checkpoint=args.checkpoint, output=folder,
                          device="cpu")
         pieces = [judge_folder(path) for path in sorted(folder.iterdir()) if path.is_dir()]
         rows.append({"prompt": prompt, "pieces": pieces})

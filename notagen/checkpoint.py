@@ -2,10 +2,13 @@
 
 * **Native**: a directory with `model.safetensors` (our `nn.Linear` layout; the character LM head is tied to the
   character embedding, so it is stored once and re-tied on load) and `config.json`
-  `{"format": "notagen", "version": 1, "model": {...}, "prompts": [...], "training": {...}}`.
+  `{"format": "notagen", "version": 1, "model": {...}, "prompts": [...], "training": {...}}`, plus
+  `"precision": "int8"` for a directory whose block Linear weights are stored as int8 with per-channel scales
+  (`notagen.precision`). Weights are memory-mapped, not copied: a float model's parameters are the file's pages.
 * **Official**: a `torch.save`d dict holding `{'model': state_dict}` (plus optimizer state etc. that we ignore) in
   GPT-2's `Conv1D` layout ([in, out] weights for `c_attn`, `c_proj`, `c_fc`). The architecture is inferred from the
-  tensor shapes, never from the file name (format-and-model.md §3.4–3.5).
+  tensor shapes, never from the file name. The fine-tuned official files (known by their released names,
+  `notagen.hub`) come with the official prompt registry.
 
 Every loaded state dict is checked key by key and shape by shape before it reaches the model, so a wrong or corrupt
 file fails with one `CheckpointError` line saying what is wrong.
@@ -28,14 +31,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from notagen.config import VOCAB_SIZE, ModelConfig
 from notagen.errors import CheckpointError, ConfigError
+from notagen.hub import prompts_for
 from notagen.io import atomic_write_json
 from notagen.model import NotaGenModel
+from notagen.precision import (
+    SCALE_SUFFIX,
+    install_int8,
+    is_quantised_key,
+    model_precision,
+    release_freed_memory,
+    weight_bytes,
+)
 
 FORMAT_NAME = "notagen"
 FORMAT_VERSION = 1
@@ -53,7 +65,7 @@ CHAR_BLOCK_PREFIX = "char_level_decoder.base.transformer.h."
 CONV1D_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 # Buffers some transformers versions save next to the weights; they carry no learned values.
 BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".position_ids")
-CONFIG_KEYS = {"format", "version", "model", "prompts", "training"}
+CONFIG_KEYS = {"format", "version", "model", "prompts", "training", "precision"}
 PROMPT_KEYS = {"period", "composer", "instrumentation", "count"}
 SHOWN = 4  # keys/shapes named in an error message before "+N more"
 _NUMPY_GLOBAL = re.compile(r"numpy\.(_core|core)\.multiarray\.scalar|numpy\.dtype|numpy\.dtypes\.\w+DType")
@@ -340,8 +352,9 @@ def _check_prompts(prompts: Any, source: str) -> list[dict]:
     return [dict(prompt) for prompt in prompts]
 
 
-def read_native_config(directory: Path) -> tuple[ModelConfig, list[dict], dict]:
-    """(model config, prompts, training provenance) of a native checkpoint directory, strictly validated."""
+def read_native_config(directory: Path) -> tuple[ModelConfig, list[dict], dict, str | None]:
+    """(model config, prompts, training provenance, "int8" or None for float weights) of a native checkpoint
+    directory, strictly validated."""
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_FILE} (not a notagen checkpoint directory)")
@@ -366,36 +379,95 @@ def read_native_config(directory: Path) -> tuple[ModelConfig, list[dict], dict]:
     training = data.get("training", {})
     if not isinstance(training, dict):
         raise CheckpointError(f"{path}: 'training' must be an object")
-    return config, _check_prompts(data.get("prompts", []), str(path)), training
+    precision = data.get("precision")
+    if precision not in (None, "int8"):
+        raise CheckpointError(f"{path}: 'precision' must be \"int8\" or absent (float weights), got {precision!r}")
+    return config, _check_prompts(data.get("prompts", []), str(path)), training, precision
 
 
-def save_checkpoint(directory: str | Path, model: NotaGenModel, prompts: list[dict] | None = None,
-                    training: dict | None = None) -> Path:
-    """Write a native checkpoint directory (weights first, then config.json; each file atomically)."""
+def write_checkpoint(directory: str | Path, state: Mapping[str, Tensor], config: ModelConfig,
+                     prompts: list[dict] | None = None, training: dict | None = None,
+                     precision: str | None = None) -> Path:
+    """Write a native checkpoint directory from a native state dict (weights first, then config.json; each file
+    atomically). `precision` "int8": `state` holds int8 block weights with their scales (`notagen.precision`)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(f"{directory}: exists and is not a directory")
     prompts = _check_prompts(list(prompts or []), str(directory))
-    config_data = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": model.config.to_dict(),
+    config_data = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": config.to_dict(),
                    "prompts": prompts, "training": dict(training or {})}
+    if precision is not None:
+        config_data["precision"] = precision
     json.dumps(config_data)  # fail before touching the directory if the provenance is not JSON
-    state = {key: tensor.cpu().contiguous() for key, tensor in native_state_dict(model).items()}
+    state = {key: tensor.cpu().contiguous() for key, tensor in state.items()}
     _atomic_file(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write_json(directory / CONFIG_FILE, config_data)
     return directory
 
 
+def save_checkpoint(directory: str | Path, model: NotaGenModel, prompts: list[dict] | None = None,
+                    training: dict | None = None) -> Path:
+    """Write a native checkpoint directory of a float model."""
+    return write_checkpoint(directory, native_state_dict(model), model.config, prompts, training)
+
+
+def int8_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Key → shape of an int8 native state dict: the float layout plus a [out] scale per quantised weight."""
+    shapes = native_shapes(config)
+    for key, shape in list(shapes.items()):
+        if key.endswith(".weight") and is_quantised_key(key):
+            shapes[key[: -len(".weight")] + SCALE_SUFFIX] = (shape[0],)
+    return shapes
+
+
+def _open_safetensors(weights: Path, backend: str):
+    try:
+        return safe_open(str(weights), framework="pt", device="cpu", backend=backend)
+    except TypeError:  # safetensors < 0.8 has one (mmap) reader
+        return safe_open(str(weights), framework="pt", device="cpu")
+
+
+def _load_int8(directory: Path, weights: Path, config: ModelConfig, device: str | torch.device) -> NotaGenModel:
+    """Build an int8 model: float tensors memory-mapped; each int8 layer read with pread, packed, and released, so
+    the process never holds the file's int8 bytes next to the packed copy."""
+    if torch.device(device).type != "cpu":
+        raise CheckpointError(f"{directory}: int8 weights run on the CPU only, not on {device}")
+    with _open_safetensors(weights, "mmap") as handle:
+        keys = list(handle.keys())
+        shapes = {key: torch.empty(handle.get_slice(key).get_shape(), device="meta") for key in keys}
+        floats = {key: handle.get_tensor(key) for key in keys if not is_quantised_key(key)}
+    check_state_dict(shapes, int8_shapes(config), str(weights))
+    model = _meta_model(config)
+    with _open_safetensors(weights, "pread") as handle:
+        def read(key: str) -> Tensor:
+            tensor = handle.get_tensor(key)
+            if key.endswith(".weight") and tensor.dtype != torch.int8:
+                raise CheckpointError(f"{weights}: {key} is {tensor.dtype}, an int8 checkpoint stores int8")
+            return tensor
+        install_int8(model, read)
+    for key, tensor in floats.items():  # the float parameters (shapes checked above), without a copy
+        owner, _, name = key.rpartition(".")
+        setattr(model.get_submodule(owner), name, nn.Parameter(tensor.float(), requires_grad=False))
+    head = model.char_level_decoder.base
+    head.lm_head.weight = head.transformer.wte.weight
+    release_freed_memory()  # the per-layer read and pack buffers
+    return model
+
+
 def _load_native(directory: Path, device: str | torch.device, dtype: torch.dtype | str | None) -> Checkpoint:
-    config, prompts, training = read_native_config(directory)
+    config, prompts, training, precision = read_native_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory}: no {WEIGHTS_FILE}")
     try:
-        state = load_file(str(weights), device="cpu")
+        if precision == "int8":
+            model = _load_int8(directory, weights, config, device)
+        else:
+            state = load_file(str(weights), device="cpu")  # memory-mapped: no copy unless dtype/device differ
+            check_state_dict(state, native_shapes(config), str(weights))
+            model = build_model(config, state, device, dtype)
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights}: unreadable ({_short_reason(error)})") from error
-    check_state_dict(state, native_shapes(config), str(weights))
-    model = build_model(config, state, device, dtype)
     info = {"format": "native", "source": str(directory), "training": training}
     return Checkpoint(model=model, config=config, prompts=prompts, info=info)
 
@@ -420,11 +492,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         obj = _torch_load(path)
         state, config = _official_from_object(obj, str(path))
         info = {"format": "official", "source": str(path), "training": _scalar_metadata(obj)}
-        checkpoint = Checkpoint(model=build_model(config, state, device, dtype), config=config, prompts=[],
-                                info=info)
-    checkpoint.model.eval()
-    checkpoint.info["parameters"] = checkpoint.model.num_parameters()
-    checkpoint.info["dtype"] = str(next(checkpoint.model.parameters()).dtype).removeprefix("torch.")
+        checkpoint = Checkpoint(model=build_model(config, state, device, dtype), config=config,
+                                prompts=prompts_for(path), info=info)
+    model = checkpoint.model.eval()
+    checkpoint.info["parameters"] = checkpoint.config.num_parameters()
+    checkpoint.info["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    checkpoint.info["precision"] = model_precision(model)
+    checkpoint.info["weight_bytes"] = weight_bytes(model)
     return checkpoint
 
 
@@ -444,7 +518,7 @@ def _with_patch_length(checkpoint: Checkpoint, patch_length: int) -> NotaGenMode
     return build_model(new_config, state, device=state[PATCH_WPE_KEY].device)
 
 
-def convert_checkpoint_command(source: Path, output: Path, to: Literal["native", "official"] = "native",
+def convert_checkpoint_command(source: str, output: Path, to: Literal["native", "official"] = "native",
                                patch_length: int | None = None) -> int:
     """Convert a checkpoint between the native format and an official NotaGen .pth file.
 
@@ -453,7 +527,8 @@ def convert_checkpoint_command(source: Path, output: Path, to: Literal["native",
     code loads strictly.
 
     Args:
-        source: native checkpoint directory or official NotaGen .pth file.
+        source: native checkpoint directory, official NotaGen .pth file, hf:OWNER/REPO/FILE or an official name
+            (notagen-x, large, …).
         output: directory (native) or file (official) to write.
         to: output format.
         patch_length: keep only the first N learned patch positions (a shorter context window; cannot exceed
@@ -462,11 +537,15 @@ def convert_checkpoint_command(source: Path, output: Path, to: Literal["native",
     Examples:
         notagen convert-checkpoint weights_notagenx_p_size_16_p_length_1024_p_layers_20_h_size_1280.pth models/x
         notagen convert-checkpoint models/x x.pth --to official
+        notagen convert-checkpoint notagen-x models/notagen-x
     """
+    from notagen.weights import resolve
+
     started = time.perf_counter()
-    if Path(output).resolve() == Path(source).resolve():
+    path = resolve(source)
+    if Path(output).resolve() == path.resolve():
         raise CheckpointError(f"output {output} is the source itself")
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(path)
     model = checkpoint.model
     if patch_length is not None:
         model = _with_patch_length(checkpoint, patch_length)

@@ -11,8 +11,11 @@ Module and parameter names mirror the official checkpoints (`patch_level_decoder
 only layout difference is that we use `nn.Linear` ([out, in]) where GPT-2 uses `Conv1D` ([in, out]), handled in
 `notagen.checkpoint`.
 
-The model never owns a cache: `forward_*` methods accept an optional cache object from the generation engine
-(`notagen.generation`) with an `update(layer, k, v) -> (k_all, v_all)` method, as nanochat's engine does.
+The model never owns a cache: `PatchLevelDecoder.forward` and `CharLevelDecoder.hidden` accept an optional cache
+object from the generation engine (`notagen.generation.cache.KVCache`) with an `update(layer, k, v) -> (k_all,
+v_all)` method, as nanochat's engine passes its `kv_cache` to the model. Training, perplexity and the engine's
+one-step decoding all run these same modules (also after `notagen.precision` swapped their Linear layers for
+quantised ones).
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, cache: LayerCache | None = None, attn_mask: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # B, nh, T, hd
+        # one view + permute instead of split/view/transpose per tensor: the single-step decode is overhead-bound
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         S = k.size(2)
@@ -72,8 +75,8 @@ class SelfAttention(nn.Module):
         else:  # T new queries after S - T cached positions: causal with an offset.
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.resid_dropout(y) if self.training else y
 
 
 class MLP(nn.Module):
@@ -85,7 +88,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        y = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.dropout(y) if self.training else y
 
 
 class Block(nn.Module):
@@ -115,12 +119,18 @@ class GPT2Stack(nn.Module):
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
 
-    def forward(self, embeds: Tensor, positions: Tensor, cache: LayerCache | None = None,
+    def forward(self, embeds: Tensor, positions: int | Tensor = 0, cache: LayerCache | None = None,
                 attn_mask: Tensor | None = None) -> Tensor:
-        """embeds [B, T, H]; positions [T] or [B, T]; returns the final hidden states [B, T, H]."""
-        x = self.drop(embeds + self.wpe(positions))
+        """embeds [B, T, H] at positions [T] or [B, T] (an int: consecutive from there); final hidden states."""
+        if isinstance(positions, int):  # a slice of the table: cheaper than arange + lookup for one-step decoding
+            x = embeds + self.wpe.weight[positions:positions + embeds.size(1)]
+        else:
+            x = embeds + self.wpe(positions)
+        if self.training:
+            x = self.drop(x)
+        checkpointed = self.gradient_checkpointing and self.training and cache is None
         for block in self.h:
-            if self.gradient_checkpointing and self.training and cache is None:
+            if checkpointed:
                 x = torch.utils.checkpoint.checkpoint(block, x, None, attn_mask, use_reentrant=False)
             else:
                 x = block(x, cache, attn_mask)
@@ -145,9 +155,9 @@ class PatchLevelDecoder(nn.Module):
     def forward(self, patches: Tensor, start: int | Tensor = 0, cache: LayerCache | None = None,
                 attn_mask: Tensor | None = None) -> Tensor:
         """Hidden states of `patches` [B, N, P] placed at positions start…start+N-1 (start may be [B, 1])."""
-        N = patches.size(1)
-        positions = torch.arange(N, device=patches.device) + start
-        return self.base(self.embed(patches), positions, cache, attn_mask)
+        if not isinstance(start, int):
+            start = torch.arange(patches.size(1), device=patches.device) + start
+        return self.base(self.embed(patches), start, cache, attn_mask)
 
 
 class CharLevelHead(nn.Module):
@@ -165,20 +175,19 @@ class CharLevelDecoder(nn.Module):
         super().__init__()
         self.base = CharLevelHead(config)
 
-    def hidden(self, patch_vectors: Tensor, chars: Tensor, start: int = 0,
+    def hidden(self, patch_vectors: Tensor | None, chars: Tensor, start: int = 0,
                cache: LayerCache | None = None) -> Tensor:
         """Hidden states for a char sequence whose position 0 is the patch vector.
 
         With start == 0, `patch_vectors` [B, H] fills position 0 and `chars` [B, T] (may be empty) positions 1…T.
-        With start > 0 (incremental decoding), `chars` [B, T] sit at positions start…start+T-1.
+        With start > 0 (incremental decoding over `cache`), `chars` [B, T] sit at positions start…start+T-1 and
+        `patch_vectors` is not used (it is already in the cache).
         """
-        wte = self.base.transformer.wte
+        stack = self.base.transformer
+        embeds = F.embedding(chars, stack.wte.weight)
         if start == 0:
-            embeds = torch.cat([patch_vectors.unsqueeze(1), wte(chars)], dim=1)
-        else:
-            embeds = wte(chars)
-        positions = torch.arange(embeds.size(1), device=embeds.device) + start
-        return self.base.transformer(embeds, positions, cache)
+            embeds = torch.cat([patch_vectors.unsqueeze(1), embeds], dim=1)
+        return stack(embeds, start, cache)
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.base.lm_head(hidden)

@@ -1,9 +1,15 @@
-"""Shared test settings: CPU only, few threads (CI has 2 cores), deterministic."""
+"""Shared test settings: CPU only, few threads (CI has 2 cores), deterministic, offline, no writes to ~/.cache."""
 
 import os
+import tempfile
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Never reach the Hugging Face hub, and keep converted checkpoints and hub files out of the user's caches.
+os.environ["HF_HUB_OFFLINE"] = "1"
+_CACHE = tempfile.mkdtemp(prefix="notagen-test-cache-")
+os.environ["NOTAGEN_CACHE_DIR"] = os.path.join(_CACHE, "notagen")
+os.environ["HF_HUB_CACHE"] = os.path.join(_CACHE, "hub")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -3,6 +3,8 @@ classes loads into our module and gives the same outputs; wrong or corrupt files
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -131,6 +133,26 @@ def test_native_round_trip(tmp_path):
     patches, masks = _batch()
     with torch.no_grad():
         assert torch.equal(model.pooled(patches, masks), loaded.model.pooled(patches, masks))
+
+
+def test_directories_with_the_old_decoder_block_names_still_load(tmp_path):
+    """Before the decoder used notagen.model.Block its blocks were named c_attn, c_proj, c_fc, mlp_proj."""
+    from safetensors.torch import load_file, save_file
+
+    model = M3Model(EncoderConfig.preset("tiny"), with_decoder=True).eval()
+    directory = save_encoder(model, tmp_path / "enc")
+    weights = Path(directory) / "model.safetensors"
+    old = {"attn.c_attn": "c_attn", "attn.c_proj": "c_proj", "mlp.c_fc": "c_fc", "mlp.c_proj": "mlp_proj"}
+    state = {}
+    for key, value in load_file(str(weights)).items():
+        for new_name, old_name in old.items():
+            key = key.replace(f".{new_name}.", f".{old_name}.") if key.startswith("decoder.blocks.") else key
+        state[key] = value
+    assert "decoder.blocks.0.mlp_proj.weight" in state
+    save_file(state, str(weights))
+    loaded = load_encoder(directory, with_decoder=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
 
 
 def test_export_for_shipping_drops_the_decoder_and_halves(tmp_path):

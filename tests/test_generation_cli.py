@@ -10,7 +10,6 @@ from notagen.checkpoint import save_checkpoint
 from notagen.cli import main
 from notagen.config import BOS_ID, EOS_ID, VOCAB_SIZE, ModelConfig
 from notagen.errors import CheckpointError, PromptError
-from notagen.generation import cli as generation_cli
 from notagen.generation.cli import continuation_text, generate_command, prompt_context, resolve_prompt
 from notagen.generation.postprocess import finish_text
 from notagen.model import NotaGenModel
@@ -82,15 +81,17 @@ def test_generate_end_to_end_reports_invalid_random_pieces(tiny_checkpoint, tmp_
 
 
 def test_generate_writes_every_format_for_a_valid_piece(tiny_checkpoint, tmp_path, monkeypatch):
-    real_open = generation_cli.open_checkpoint
+    from notagen import weights
+
+    real_open = weights.open_checkpoint
     script = [c for unit in SCRIPT_UNITS for c in [ord(ch) for ch in unit] + [EOS_ID]] + [BOS_ID, EOS_ID]
 
-    def scripted_open(checkpoint, device="cpu"):
-        loaded = real_open(checkpoint, device)
+    def scripted_open(checkpoint, device="cpu", precision="fp32"):
+        loaded = real_open(checkpoint, device, precision)
         loaded.model.char_level_decoder.logits = ScriptedLogits(script)
         return loaded
 
-    monkeypatch.setattr(generation_cli, "open_checkpoint", scripted_open)
+    monkeypatch.setattr(weights, "open_checkpoint", scripted_open)
     out = tmp_path / "out"
     generate_command(period="Baroque", composer="Bach, Johann Sebastian", instrumentation="Choral",
                      checkpoint=tiny_checkpoint, output=out, device="cpu", seed=3)
@@ -117,7 +118,7 @@ def test_generate_writes_every_format_for_a_valid_piece(tiny_checkpoint, tmp_pat
 
 
 def test_errors_are_one_line(tiny_checkpoint, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("notagen.checkpoint.default_checkpoint_path", lambda: None)
+    monkeypatch.setattr("notagen.weights.default_checkpoint_path", lambda: None)
     with pytest.raises(CheckpointError, match="no model: pass --checkpoint"):
         generate_command(output=tmp_path)
     assert main(["generate", "--checkpoint", str(tiny_checkpoint), "--composer", "Chopn", "--output",

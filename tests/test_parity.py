@@ -1,7 +1,7 @@
-"""Numerical parity with the official NotaGen architecture, rebuilt here from transformers' GPT-2 classes.
+"""Numerical parity with the official NotaGen architecture, rebuilt from transformers' GPT-2 classes.
 
-The reference classes below follow format-and-model.md §3.1–3.2 (the official `PatchLevelDecoder`,
-`CharLevelDecoder` and `NotaGenLMHeadModel`); the same random weights go into both models through the official
+The reference classes (`notagen.generation.reference.ReferenceNotaGen`) follow the official `PatchLevelDecoder`,
+`CharLevelDecoder` and `NotaGenLMHeadModel`; the same random weights go into both models through the official
 `.pth` layout (`export_official` / `load_checkpoint`), and per-character log-probabilities and losses must agree on
 real pieces, alone and in a padded batch.
 """
@@ -13,85 +13,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from notagen.checkpoint import export_official, load_checkpoint
-from notagen.config import PAD_ID, VOCAB_SIZE, ModelConfig
+from notagen.config import VOCAB_SIZE, ModelConfig
+from notagen.generation.reference import ReferenceNotaGen
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PIECES = ["model_bwv269.abc", "model_aird_ranting_highlandman.abc", "model_bwv40_3.abc"]
 CONFIG = ModelConfig(patch_length=64, patch_layers=2, char_layers=1, hidden_size=128, dropout=0.1)
 TOLERANCE = 1e-5
-
-
-def gpt2_config(layers: int, positions: int, hidden: int, vocab: int) -> transformers.GPT2Config:
-    """GPT2Config as the reference builds it: GPT-2 defaults except these sizes (heads = hidden // 64)."""
-    return transformers.GPT2Config(
-        num_hidden_layers=layers, max_length=positions, max_position_embeddings=positions, n_embd=hidden,
-        num_attention_heads=hidden // 64, vocab_size=vocab, bos_token_id=None, eos_token_id=None,
-        attn_implementation="eager",
-    )
-
-
-class ReferencePatchLevelDecoder(nn.Module):
-    """One-hot patches → Linear(16·128 → H) → GPT2Model on inputs_embeds."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.patch_size = config.patch_size
-        self.patch_embedding = nn.Linear(config.patch_size * VOCAB_SIZE, config.hidden_size)
-        self.base = transformers.GPT2Model(
-            gpt2_config(config.patch_layers, config.patch_length, config.hidden_size, vocab=1))
-
-    def forward(self, patches: Tensor, masks: Tensor) -> Tensor:
-        one_hot = F.one_hot(patches, num_classes=VOCAB_SIZE).float()
-        embeds = self.patch_embedding(one_hot.reshape(len(patches), -1, self.patch_size * VOCAB_SIZE))
-        return self.base(inputs_embeds=embeds, attention_mask=masks).last_hidden_state
-
-
-class ReferenceCharLevelDecoder(nn.Module):
-    """GPT2LMHeadModel over [patch vector, c1 … c16] with labels [1, c1 … c16] (pads → -100)."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.base = transformers.GPT2LMHeadModel(
-            gpt2_config(config.char_layers, config.patch_size + 1, config.hidden_size, vocab=VOCAB_SIZE))
-
-    def forward(self, encoded_patches: Tensor, target_patches: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(loss, per-character log-probabilities [M, 16], which of them are real targets [M, 16])."""
-        special = torch.ones_like(target_patches[:, :1])
-        sequence = torch.cat([special, target_patches], dim=1)
-        labels = sequence.masked_fill(sequence == PAD_ID, -100)
-        attention = (labels != -100).long()
-        embeds = F.embedding(sequence, self.base.transformer.wte.weight)
-        embeds = torch.cat([encoded_patches.unsqueeze(1), embeds[:, 1:]], dim=1)
-        output = self.base(inputs_embeds=embeds, attention_mask=attention, labels=labels)
-        # GPT-2's shift: position t predicts label t + 1.
-        log_probs = torch.log_softmax(output.logits[:, :-1].float(), dim=-1)
-        targets = labels[:, 1:]
-        picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return output.loss, picked, targets != -100
-
-
-class ReferenceNotaGen(nn.Module):
-    """NotaGenLMHeadModel: inputs = all real patches but the last real one, targets = all real but patch 0."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.patch_level_decoder = ReferencePatchLevelDecoder(config)
-        self.char_level_decoder = ReferenceCharLevelDecoder(config)
-
-    def forward(self, patches: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        masks = masks.clone()  # the reference zeroes masks[:, 0] in place; keep the test's tensor intact
-        encoded = self.patch_level_decoder(patches, masks)
-        left_shift_masks = masks * (masks.flip(1).cumsum(1).flip(1) > 1)
-        masks[:, 0] = 0
-        return self.char_level_decoder(encoded[left_shift_masks == 1], patches[masks == 1])
 
 
 def randomise(model: nn.Module, seed: int) -> None:
@@ -219,3 +154,17 @@ def test_reference_weights_load_into_our_model(tmp_path: Path) -> None:
         log_probs, real = ours_per_char(checkpoint.model, patches, masks)
     torch.testing.assert_close(log_probs[real], ref_log_probs[real], atol=TOLERANCE, rtol=0)
     torch.testing.assert_close(checkpoint.model(patches, masks), ref_loss, atol=TOLERANCE, rtol=0)
+
+
+def test_the_official_style_loop_writes_what_the_engine_writes(models) -> None:
+    """The HF GPT-2 reference re-running every prefix (as the original generates) and our cached engine, same
+    weights, greedy: the same characters."""
+    from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
+    from notagen.generation.reference import generate_plain
+
+    ours, reference = models
+    requests = [PieceRequest("%Baroque\n%Bach, Johann Sebastian\n%Choral\n", seed=0)]
+    greedy, limits = SamplingSettings(top_k=1), GenerationLimits(max_patches=6)
+    official = generate_plain(reference, requests, greedy, limits)[0]
+    engine = GenerationEngine(ours).generate(requests, greedy, limits)[0]
+    assert official.patches == 6 and official.text == engine.text

@@ -326,7 +326,7 @@ def test_queue_limit_gives_429_and_cancelling_a_queued_job(random_checkpoint, tm
 def test_serve_command_says_when_there_is_no_model(monkeypatch, capsys, tmp_path):
     from notagen.cli import main
 
-    monkeypatch.setattr("notagen.checkpoint.default_checkpoint_path", lambda: None)
+    monkeypatch.setattr("notagen.weights.default_checkpoint_path", lambda: None)
     assert main(["serve", "--output", str(tmp_path / "out")]) == 1
     assert "no model: pass --checkpoint" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(tmp_path / "missing"), "--port", "0"]) == 1

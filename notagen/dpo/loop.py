@@ -64,6 +64,7 @@ from notagen.metrics.scores import acs, nearest_cosine, standard_error
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 from notagen.train.loop import collate, rng_state, seed_int, seeded, set_rng_state, setup_runtime
+from notagen.weights import open_checkpoint
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -134,7 +135,7 @@ class DPORun:
         self.rt = setup_runtime(config.device, batch_size=config.batch_size)
         self.run_dir = Path(config.output_dir)
         self.device = self.rt.device
-        start = load_checkpoint(config.init_checkpoint)
+        start = open_checkpoint(config.init_checkpoint)
         self.registry = start.prompts
         del start
         from notagen.encoder.corpus import is_dataset, load_pieces

@@ -46,8 +46,10 @@ _BERT_LAYER = {
     "output.dense": "ffn_out",
     "output.LayerNorm": "ffn_norm",
 }
-_GPT2_LAYER = {"ln_1": "ln_1", "ln_2": "ln_2", "attn.c_attn": "c_attn", "attn.c_proj": "c_proj",
-               "mlp.c_fc": "c_fc", "mlp.c_proj": "mlp_proj"}
+_GPT2_LAYER = ("ln_1", "ln_2", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+# Decoder block names of encoder directories written before the decoder used `notagen.model.Block`.
+_LEGACY_DECODER = re.compile(r"^(decoder\.blocks\.\d+\.)(c_attn|c_proj|c_fc|mlp_proj)\.")
+_LEGACY_NAMES = {"c_attn": "attn.c_attn", "c_proj": "attn.c_proj", "c_fc": "mlp.c_fc", "mlp_proj": "mlp.c_proj"}
 _CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
@@ -200,7 +202,7 @@ def _map_decoder_key(key: str, value: Tensor) -> tuple[str, Tensor] | None:
     module, kind = match.group(2), match.group(3)
     if module in _CONV1D and kind == "weight":
         value = value.t()  # GPT-2 Conv1D stores [in, out]
-    return f"decoder.blocks.{match.group(1)}.{_GPT2_LAYER[module]}.{kind}", value
+    return f"decoder.blocks.{match.group(1)}.{module}.{kind}", value
 
 
 def _strict_load(model: M3Model, mapped: dict[str, Tensor], unexpected: list[str], path: Path,
@@ -277,6 +279,8 @@ def load_native(path: str | Path, with_decoder: bool = False) -> LoadedEncoder:
     model = M3Model(config, with_decoder=with_decoder)
     if not with_decoder:
         state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+    state = {_LEGACY_DECODER.sub(lambda m: m.group(1) + _LEGACY_NAMES[m.group(2)] + ".", k): v
+             for k, v in state.items()}
     _strict_load(model, state, [], weights_path, "notagen encoder")
     mode = "clamp2" if config.projection else "m3"
     return LoadedEncoder(model.eval(), "notagen", mode, str(meta.get("name", "notagen-m3")),

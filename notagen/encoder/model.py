@@ -3,8 +3,9 @@
 `M3Encoder`: a one-hot patch (patch_size × 128) → Linear → learned positions + token-type-0 embedding → LayerNorm →
 post-LN BERT blocks (exact GELU, SDPA attention). The one-hot Linear is computed as a sum of gathered weight
 columns (`embedding_bag`), which is the same arithmetic without materialising the 8,192-wide one-hot tensor.
-`M3TokenDecoder`: the GPT-2-style character decoder used only for masked-patch pre-training; the encoder's state for
-a patch replaces the embedding of that patch's first (bos) character and the decoder predicts the rest.
+`M3TokenDecoder`: the GPT-2-style character decoder used only for masked-patch pre-training (its blocks are
+`notagen.model.Block`, the one GPT-2 block of the package); the encoder's state for a patch replaces the embedding of
+that patch's first (bos) character and the decoder predicts the rest.
 `music_proj` (CLaMP 2's projection) is present when `config.projection` is true.
 """
 
@@ -17,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from notagen.config import ModelConfig
 from notagen.encoder.patchilizer import PAD_ID, VOCAB_SIZE
 from notagen.errors import ConfigError
-from notagen.model import init_weights
+from notagen.model import Block, init_weights
 
 
 @dataclass(frozen=True)
@@ -141,29 +143,6 @@ class M3Encoder(nn.Module):
         return x
 
 
-class GPT2Block(nn.Module):
-    """Pre-LN causal block with GPT-2's tanh-GELU."""
-
-    def __init__(self, config: EncoderConfig) -> None:
-        super().__init__()
-        H = config.hidden_size
-        self.heads = config.decoder_heads
-        self.ln_1 = nn.LayerNorm(H, eps=config.decoder_eps)
-        self.c_attn = nn.Linear(H, 3 * H)
-        self.c_proj = nn.Linear(H, H)
-        self.ln_2 = nn.LayerNorm(H, eps=config.decoder_eps)
-        self.c_fc = nn.Linear(H, 4 * H)
-        self.mlp_proj = nn.Linear(4 * H, H)
-        self.dropout = nn.Dropout(config.dropout)
-        self.p = config.dropout
-
-    def forward(self, x: Tensor) -> Tensor:
-        a = _attention(self.ln_1(x), self.c_attn, self.heads, None, True, self.p if self.training else 0.0)
-        x = x + self.dropout(self.c_proj(a))
-        h = self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-        return x + self.dropout(h)
-
-
 class M3TokenDecoder(nn.Module):
     """Rebuilds a patch's characters from its encoder state (M3 pre-training)."""
 
@@ -173,7 +152,9 @@ class M3TokenDecoder(nn.Module):
         self.wte = nn.Embedding(VOCAB_SIZE, H)
         self.wpe = nn.Embedding(config.patch_size, H)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(GPT2Block(config) for _ in range(config.decoder_layers))
+        block = ModelConfig(patch_size=config.patch_size, hidden_size=H, n_heads=config.decoder_heads,
+                            dropout=config.dropout, layer_norm_eps=config.decoder_eps)
+        self.blocks = nn.ModuleList(Block(block, i) for i in range(config.decoder_layers))
         self.ln_f = nn.LayerNorm(H, eps=config.decoder_eps)
 
     def logits(self, patch_states: Tensor, target_patches: Tensor) -> Tensor:

@@ -17,12 +17,15 @@ class KVCache:
     """Per-layer [B, heads, capacity, head_dim] key and value buffers with a shared length pointer."""
 
     def __init__(self, layers: int, batch: int, heads: int, head_dim: int, capacity: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, zeroed: bool = True) -> None:
+        """`zeroed=False` leaves the slots uninitialised (untouched pages use no memory until written): only for
+        a cache whose rows all start at slot 0 and are never masked, so no slot is read before it is written."""
         shape = (batch, heads, capacity, head_dim)
         self.layers = layers
         self.capacity = capacity
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        allocate = torch.zeros if zeroed else torch.empty
+        self.keys = [allocate(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.values = [allocate(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.length = 0
         self.starts = torch.zeros(batch, dtype=torch.long, device=device)
 

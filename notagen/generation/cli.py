@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
-from notagen.errors import CheckpointError, ConversionError, InputError, PromptError
+from notagen.errors import ConversionError, InputError, PromptError
 from notagen.generation.sampling import SamplingSettings
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
 
@@ -47,8 +47,8 @@ def resolve_prompt(period: str | None, composer: str | None, instrumentation: st
                    registry: list[dict]) -> dict | None:
     """The registry entry the user's prompt names, None for unconditional generation.
 
-    Fields left out match anything, as long as exactly one entry remains. An empty registry (official weights
-    carry none) accepts a complete prompt unchecked. Raises PromptError listing the closest valid prompts.
+    Fields left out match anything, as long as exactly one entry remains. An empty registry (a model without
+    one) accepts a complete prompt unchecked. Raises PromptError listing the closest valid prompts.
     """
     given = {"period": period, "composer": composer, "instrumentation": instrumentation}
     if all(value is None for value in given.values()):
@@ -99,17 +99,6 @@ def pick_device(device: str) -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
-
-
-def open_checkpoint(checkpoint: Path | None, device: str = "cpu"):
-    """Load the given checkpoint, or the bundled model; a one-line CheckpointError when there is none."""
-    from notagen.checkpoint import default_checkpoint_path, load_checkpoint
-
-    path = checkpoint if checkpoint is not None else default_checkpoint_path()
-    if path is None:
-        raise CheckpointError("no model: pass --checkpoint DIR|FILE.pth (a directory written by `notagen train`, "
-                              "or official NotaGen weights; `notagen convert-checkpoint` converts them)")
-    return load_checkpoint(path, device=device)
 
 
 # -- continuation ---------------------------------------------------------------------------------------------
@@ -201,6 +190,7 @@ def model_summary(loaded: Any, device: Any) -> dict:
     """What a manifest says about the model that wrote a piece."""
     return {"source": loaded.info.get("source"), "format": loaded.info.get("format"),
             "parameters": loaded.info.get("parameters"), "dtype": loaded.info.get("dtype"),
+            "precision": loaded.info.get("precision"), "weight_bytes": loaded.info.get("weight_bytes"),
             "config": loaded.config.to_dict(), "device": str(device)}
 
 
@@ -282,14 +272,15 @@ def write_piece(directory: Path, name: str, result: Any, formats: list[str], man
 
 
 def generate_command(period: str | None = None, composer: str | None = None, instrumentation: str | None = None,
-                     n: int = 1, seed: int = 0, checkpoint: Path | None = None, output: Path = Path("pieces"),
+                     n: int = 1, seed: int = 0, checkpoint: str | None = None, output: Path = Path("pieces"),
                      formats: list[str] | None = None,
                      temperature: float = SamplingSettings.temperature, top_k: int = SamplingSettings.top_k,
                      top_p: float = SamplingSettings.top_p,
                      sampling_order: Literal["reference", "standard"] = SamplingSettings.order,
                      max_bars: int | None = None,
                      max_seconds: float | None = None, continue_from: Path | None = None, batch_size: int = 4,
-                     device: str = "auto", retries: int = 3, strict: bool = SamplingSettings.strict) -> int:
+                     device: str = "auto", precision: Literal["fp32", "bf16", "int8"] = "fp32",
+                     retries: int = 3, strict: bool = SamplingSettings.strict) -> int:
     """Write new pieces with a trained model, as scores you can see and hear.
 
     Each piece goes to OUTPUT/<name>/: raw and interleaved ABC, standard ABC, MusicXML, MIDI, SVG and PNG pages,
@@ -302,7 +293,9 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
         instrumentation: Prompt instrumentation, e.g. Keyboard.
         n: Number of pieces.
         seed: Seed of the first piece; piece i uses seed + i.
-        checkpoint: Model directory (notagen train) or official .pth file; default: the bundled model.
+        checkpoint: Model directory (notagen train), official .pth file, hf:OWNER/REPO/FILE, or an official
+            name (notagen-x, small, medium, large, large-finetune, large-rl; fetched from the Hugging Face cache or
+            downloaded once); default: the bundled model.
         output: Output folder.
         formats: Files to write per piece, any of abc musicxml midi svg png wav (default: all; the JSON
             manifest is always written).
@@ -316,6 +309,9 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
         continue_from: Continue this score (ABC, MusicXML or MIDI) instead of starting from nothing.
         batch_size: Pieces written at the same time.
         device: cpu, cuda, mps, or auto.
+        precision: Weights: fp32; bf16 (half the memory; fast on CPUs with native bf16 and on GPUs); int8 (CPU
+            only: a quarter of the memory and about 3-4x faster than fp32 for large models). Converted copies are
+            cached, so only the first start converts.
         retries: Regenerations of an invalid piece.
         strict: Strict decoding: only characters that keep the piece valid by every rule of `notagen check` are
             sampled (bars that last the meter in every voice, ties to the same note, parts in their ranges …);
@@ -325,6 +321,8 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
         notagen generate --period Baroque --composer "Bach, Johann Sebastian" --instrumentation Choral -n 4
         notagen generate --composer "Mozart, Wolfgang Amadeus" -o pieces   # the other fields follow if unique
         notagen generate --checkpoint runs/mini --continue-from start.musicxml --max-bars 32
+        notagen generate --checkpoint notagen-x --precision int8 --period Romantic --composer "Chopin, Frederic" \
+            --instrumentation Keyboard
     """
     from notagen.generation.engine import GenerationEngine, GenerationLimits, PieceRequest
     from notagen.generation.postprocess import generate_checked
@@ -340,7 +338,9 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
     sampling = SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, order=sampling_order,
                                 strict=strict)
     limits = GenerationLimits(max_bars=max_bars, max_seconds=max_seconds)
-    loaded = open_checkpoint(checkpoint, device=pick_device(device))
+    from notagen import weights
+
+    loaded = weights.open_checkpoint(checkpoint, device=pick_device(device), precision=precision)
     prompt = resolve_prompt(period, composer, instrumentation, loaded.prompts)
     if prompt is not None and not loaded.prompts:
         print("notagen: warning: this model has no prompt registry; the prompt is used unchecked", file=sys.stderr)
@@ -381,33 +381,30 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
     return 0
 
 
-def prompts_command(checkpoint: Path | None = None, as_json: bool = False) -> int:
+def prompts_command(checkpoint: str | None = None, as_json: bool = False) -> int:
     """List the (period, composer, instrumentation) prompts a model was trained with.
 
     Args:
-        checkpoint: Model directory or official .pth file; default: the bundled model.
+        checkpoint: Model directory, official .pth file, hf:OWNER/REPO/FILE or official name (notagen-x …);
+            default: the bundled model. The official fine-tuned weights list their 112 prompts without being
+            downloaded.
         as_json: Print JSON instead of a table.
     """
-    from notagen.checkpoint import default_checkpoint_path, load_checkpoint, read_native_config
+    from notagen.weights import prompts_of
 
-    path = checkpoint if checkpoint is not None else default_checkpoint_path()
-    if path is None:
-        open_checkpoint(None)  # raises the one-line "no model" error
-    assert path is not None
-    if path.is_dir():
-        _, prompts, _ = read_native_config(path)  # no need to load the weights
-    else:
-        prompts = load_checkpoint(path).prompts
+    source, prompts = prompts_of(checkpoint)
     if as_json:
         print(json.dumps(prompts, indent=2))
         return 0
     if not prompts:
-        print(f"{path}: no prompt registry (unconditional model, or official weights: see the NotaGen prompt list)")
+        print(f"{source}: no prompt registry (an unconditional model)")
         return 0
     widths = [max(len(str(p[key])) for p in prompts + [{key: key}]) for key in ("period", "composer",
                                                                                   "instrumentation")]
-    print(f"{'period':<{widths[0]}}  {'composer':<{widths[1]}}  {'instrumentation':<{widths[2]}}  pieces")
+    counted = any(p["count"] for p in prompts)
+    print(f"{'period':<{widths[0]}}  {'composer':<{widths[1]}}  {'instrumentation':<{widths[2]}}"
+          + ("  pieces" if counted else ""))
     for p in sorted(prompts, key=lambda p: (p["period"], p["composer"], p["instrumentation"])):
-        print(f"{p['period']:<{widths[0]}}  {p['composer']:<{widths[1]}}  {p['instrumentation']:<{widths[2]}}  "
-              f"{p['count']}")
+        print(f"{p['period']:<{widths[0]}}  {p['composer']:<{widths[1]}}  {p['instrumentation']:<{widths[2]}}"
+              + (f"  {p['count']}" if counted else ""))
     return 0

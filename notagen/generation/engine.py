@@ -6,8 +6,8 @@ How one piece is written (format-and-model.md §5, with the reference's defects 
   the given text encoded with `encode_generate` (its trailing partial chunk becomes a *forced prefix* of the next
   patch, and the completed patch replaces it, so the patch grid stays aligned).
 * The patch decoder (`PatchLevelDecoder.forward` with the engine's `KVCache`) advances one patch at a time; the
-  char decoder writes the next patch one char at a time over its own KV cache (`CharStepper`, the same math over
-  the model's weights without the module overhead), and stops at the patch's EOS (nothing is computed after it).
+  char decoder (`CharLevelDecoder.hidden`, the model's own modules, with a second `KVCache` passed in) writes the
+  next patch one char at a time, and stops at the patch's EOS (nothing is computed after it).
 * The first generated patch that starts `[r:` gets `0/` forced after it, so pieces start at line 0 (the reference
   regenerates that patch with the forced prefix `[r:0/`; with greedy decoding both give the same characters).
 * Generation stops at the EOS patch, or at a limit (bars, characters, patches, seconds).
@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from notagen.config import EOS_ID
@@ -335,56 +334,6 @@ class PieceState:
 ProgressCallback = Callable[[Progress], None]
 
 
-class CharStepper:
-    """The char decoder's one-position step, written with functional ops over the model's own weights.
-
-    Per character the engine only needs one new position; going through the nn.Module stack costs about twice as
-    much as the arithmetic on a CPU (module dispatch, view/transpose/split, SDPA setup), so the step is spelled out
-    here: embed, then per block LayerNorm → qkv → append k, v to the cache → attention over the cached positions
-    → projection → MLP, then the final LayerNorm. It is the same math as `CharLevelDecoder.hidden` (GPT-2,
-    pre-LayerNorm, tanh GELU, scale 1/sqrt(head_dim)); the equivalence tests compare the two.
-    """
-
-    def __init__(self, model: NotaGenModel) -> None:
-        stack = model.char_level_decoder.base.transformer
-        config = model.config
-        self.hidden_size = config.hidden_size
-        self.heads = config.heads
-        self.head_dim = config.hidden_size // config.heads
-        self.scale = 1.0 / float(self.head_dim) ** 0.5
-        self.eps = config.layer_norm_eps
-        self.wte = stack.wte.weight
-        self.wpe = stack.wpe.weight
-        self.final = (stack.ln_f.weight, stack.ln_f.bias)
-        self.blocks = [(block.ln_1.weight, block.ln_1.bias, block.attn.c_attn.weight, block.attn.c_attn.bias,
-                        block.attn.c_proj.weight, block.attn.c_proj.bias, block.ln_2.weight, block.ln_2.bias,
-                        block.mlp.c_fc.weight, block.mlp.c_fc.bias, block.mlp.c_proj.weight, block.mlp.c_proj.bias)
-                       for block in stack.h]
-
-    def first(self, vectors: Tensor, cache: KVCache) -> Tensor:
-        """Position 0 (the patch vector) → final hidden state [B, H]."""
-        return self._run(vectors + self.wpe[0], 0, cache)
-
-    def next(self, chars: Tensor, position: int, cache: KVCache) -> Tensor:
-        """The chars [B] at `position` (1…15) → final hidden state [B, H]."""
-        return self._run(F.embedding(chars, self.wte) + self.wpe[position], position, cache)
-
-    def _run(self, x: Tensor, position: int, cache: KVCache) -> Tensor:
-        B, C, heads, head_dim = x.size(0), self.hidden_size, self.heads, self.head_dim
-        for layer, (w1, b1, wa, ba, wp, bp, w2, b2, wf, bf, wo, bo) in enumerate(self.blocks):
-            qkv = F.linear(F.layer_norm(x, (C,), w1, b1, self.eps), wa, ba).view(B, 3, heads, head_dim)
-            keys, values = cache.keys[layer], cache.values[layer]
-            keys[:, :, position] = qkv[:, 1]
-            values[:, :, position] = qkv[:, 2]
-            scores = qkv[:, 0].unsqueeze(2) @ keys[:, :, :position + 1].transpose(-1, -2)  # [B, heads, 1, T]
-            attended = torch.softmax(scores * self.scale, dim=-1) @ values[:, :, :position + 1]
-            x = x + F.linear(attended.view(B, C), wp, bp)
-            inner = F.gelu(F.linear(F.layer_norm(x, (C,), w2, b2, self.eps), wf, bf), approximate="tanh")
-            x = x + F.linear(inner, wo, bo)
-        cache.length = position + 1
-        return F.layer_norm(x, (C,), self.final[0], self.final[1], self.eps)
-
-
 @dataclass
 class _Row:
     state: PieceState
@@ -410,7 +359,6 @@ class GenerationEngine:
         self.head_dim = config.hidden_size // config.heads
         slack = cache_slack if cache_slack is not None else max(16, config.patch_length // 4)
         self.capacity = config.patch_length + slack
-        self.chars = CharStepper(self.model)
         self._char_caches: dict[int, KVCache] = {}
         self.stats = EngineStats()
         self.record_patches = False
@@ -427,12 +375,15 @@ class GenerationEngine:
             return self._run(list(requests), sampling, limits, max(1, batch_size), progress)
 
     # -- model calls ------------------------------------------------------------------------------------------
-    def _new_cache(self, layers: int, batch: int, capacity: int) -> KVCache:
-        return KVCache(layers, batch, self.config.heads, self.head_dim, capacity, self.device, self.dtype)
+    def _new_cache(self, layers: int, batch: int, capacity: int, zeroed: bool = True) -> KVCache:
+        return KVCache(layers, batch, self.config.heads, self.head_dim, capacity, self.device, self.dtype, zeroed)
 
-    def _prefill(self, patches: list[list[int]]) -> tuple[KVCache, Tensor]:
-        """Run the patch decoder over a whole context (one row); its cache and the last hidden state [H]."""
-        cache = self._new_cache(self.config.patch_layers, 1, len(patches))
+    def _prefill(self, patches: list[list[int]], capacity: int | None = None) -> tuple[KVCache, Tensor]:
+        """Run the patch decoder over a whole context (one row); its cache and the last hidden state [H].
+
+        With `capacity`, the cache is the one-row batch cache itself: allocated uninitialised (its one row starts
+        at slot 0 and is never masked), so memory grows with the context instead of being taken up front."""
+        cache = self._new_cache(self.config.patch_layers, 1, capacity or len(patches), zeroed=capacity is None)
         ids = torch.tensor([patches], dtype=torch.long, device=self.device)
         hidden = self.model.patch_level_decoder(ids, 0, cache)
         self.stats.prefills += 1
@@ -445,12 +396,14 @@ class GenerationEngine:
         decoder = self.model.char_level_decoder
         batch = len(rows)
         cache = self._char_caches.get(batch)
-        if cache is None:  # reused from patch to patch: every step overwrites the positions it reads
+        if cache is None:
             cache = self._char_caches[batch] = self._new_cache(self.config.char_layers, batch, self.config.patch_size)
+        cache.reset()  # reused from patch to patch: every step overwrites the positions it reads
         states = [row.state for row in rows]
         for state in states:
             state.begin_patch()
-        hidden = self.chars.first(vectors, cache)
+        no_chars = torch.zeros(batch, 0, dtype=torch.long, device=self.device)
+        hidden = decoder.hidden(vectors, no_chars, 0, cache)[:, -1]
         for position in range(self.config.patch_size):
             forced = [None if s.patch_done else s.forced_char(position) for s in states]
             sampled = [i for i, s in enumerate(states) if not s.patch_done and forced[i] is None]
@@ -476,8 +429,8 @@ class GenerationEngine:
             self.stats.char_steps += 1
             if all(s.patch_done for s in states):
                 break
-            ids = torch.tensor(feed, dtype=torch.long, device=self.device)
-            hidden = self.chars.next(ids, position + 1, cache)
+            ids = torch.tensor(feed, dtype=torch.long, device=self.device).unsqueeze(1)
+            hidden = decoder.hidden(None, ids, position + 1, cache)[:, -1]
 
     # -- the batch loop ---------------------------------------------------------------------------------------
     def _run(self, requests: list[PieceRequest], sampling: SamplingSettings, limits: GenerationLimits,
@@ -503,8 +456,14 @@ class GenerationEngine:
                 if context is None:
                     results[index] = state.result()
                     continue
-                row_cache, vector = self._prefill(context)
-                new_rows.append((_Row(state, len(context)), row_cache, vector))
+                if batch_size == 1:  # the row is the whole batch: prefill straight into the batch cache, no copy
+                    del cache
+                    cache, vector = self._prefill(context, self.capacity)
+                    rows.append(_Row(state, len(context)))
+                    vectors = vector.unsqueeze(0)
+                else:
+                    row_cache, vector = self._prefill(context)
+                    new_rows.append((_Row(state, len(context)), row_cache, vector))
                 if self.record_patches:
                     self.patch_log[index] = [list(p) for p in context]
             if new_rows:
@@ -557,9 +516,12 @@ class GenerationEngine:
                 for row in rows:
                     row.context_patches += 1
             for i, window in rewindowed.items():
-                row_cache, vector = self._prefill(window)
-                cache.place_row(i, row_cache)
-                vectors[i] = vector
+                if len(rows) == 1:  # replace the whole cache: never two copies of a long context at once
+                    del cache
+                    cache, vectors[i] = self._prefill(window, self.capacity)
+                else:
+                    row_cache, vectors[i] = self._prefill(window)
+                    cache.place_row(i, row_cache)
                 rows[i].context_patches = len(window)
 
             if progress is not None:

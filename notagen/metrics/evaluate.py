@@ -326,8 +326,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
 def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, out: Path | None = None,
              split: str = "train", threshold: int = 4, estimator: str = "oas", model: str | None = None,
              check_validity: bool = True, batch_size: int = 8, max_reference: int = 0,
-             plots: bool = True, device: str = "cpu", theory: bool = True, theory_min_real: int = 5,
-             cache_dir: Path | None = None) -> dict[str, Any]:
+             plots: bool = True, device: str = "cpu", precision: str = "fp32", theory: bool = True,
+             theory_min_real: int = 5, cache_dir: Path | None = None) -> dict[str, Any]:
     """Compute every metric and write report.json / report.md (+ PNG plots) to `out` when given.
 
     `theory` adds the music-theory report (`notagen.metrics.theory_report`): generated pieces next to the
@@ -409,7 +409,7 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
 
     if model is not None:
         clock = time.perf_counter()
-        report["perplexity"] = _perplexity(model, reference, device)
+        report["perplexity"] = _perplexity(model, reference, device, precision)
         timings["perplexity"] = round(time.perf_counter() - clock, 2)
 
     if theory:
@@ -447,13 +447,13 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
     return report
 
 
-def _perplexity(model_path: str, reference: Path, device: str) -> dict[str, Any]:
-    from notagen.checkpoint import load_checkpoint
+def _perplexity(model_path: str, reference: Path, device: str, precision: str = "fp32") -> dict[str, Any]:
     from notagen.data.dataset import ScoreDataset
     from notagen.metrics.scores import perplexity
     from notagen.patchilizer import Patchilizer
+    from notagen.weights import open_checkpoint
 
-    checkpoint = load_checkpoint(model_path, device=device)
+    checkpoint = open_checkpoint(model_path, device=device, precision=precision)  # type: ignore[arg-type]
     config = checkpoint.config
     dataset = ScoreDataset(reference, split="eval")
     texts = [dataset.text(i, prompt=True) for i in range(min(len(dataset), 200))]
@@ -462,7 +462,7 @@ def _perplexity(model_path: str, reference: Path, device: str) -> dict[str, Any]
     patchilizer = Patchilizer(patch_size=config.patch_size, patch_length=config.patch_length)
     result = perplexity(checkpoint.model, texts, patchilizer, device=device)
     return {"perplexity": result.perplexity, "nll_per_char": result.nll_per_char, "chars": result.chars,
-            "n": result.n, "model": str(model_path)}
+            "n": result.n, "model": str(model_path), "precision": precision}
 
 
 def eval_command(
@@ -479,6 +479,7 @@ def eval_command(
     max_reference: int = 0,
     threads: int = 0,
     device: str = "cpu",
+    precision: Literal["fp32", "bf16", "int8"] = "fp32",
     theory: bool = True,
     theory_min_real: int = 5,
 ) -> int:
@@ -499,7 +500,8 @@ def eval_command(
         split: reference split used for centroids, probes and the memorisation index.
         threshold: bars in a row copied from one training piece that flag a piece as memorised.
         estimator: covariance estimator for FMD (oas or shrinkage for small sets; mle needs N >> dimension).
-        model: NotaGen checkpoint whose perplexity on the reference's eval split is reported.
+        model: NotaGen checkpoint (directory, .pth, hf:… or official name) whose perplexity on the reference's
+            eval split is reported.
         validity: check every piece with notagen check (validity rate, BAE).
         batch_size: encoder batch size.
         max_reference: use at most this many reference pieces (0 = all).
@@ -507,6 +509,7 @@ def eval_command(
         device: torch device for the encoder and the model.
         theory: add the music-theory report (generated vs real pieces of the same prompt).
         theory_min_real: a prompt with fewer real held-out pieces than this is compared with its train pieces too.
+        precision: weights of --model: fp32, bf16 or int8 (CPU), to see what a lower precision costs.
 
     Examples:
         notagen eval runs/samples --reference datasets/music21 --encoder runs/encoder-small/best --out runs/eval
@@ -519,7 +522,7 @@ def eval_command(
         torch.set_num_threads(threads)
     out = out or Path(generated) / "eval"
     report = evaluate(Path(generated), Path(reference), encoder, out, split, threshold, estimator, model, validity,
-                      batch_size, max_reference, True, device, theory, theory_min_real)
+                      batch_size, max_reference, True, device, precision, theory, theory_min_real)
     parts = []
     if "acs" in report:
         parts.append(f"ACS {format_mean(report['acs']['mean'], report['acs'].get('se'))}")

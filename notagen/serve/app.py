@@ -25,7 +25,6 @@ from notagen import __version__
 from notagen.errors import NotaGenError
 from notagen.generation.cli import (
     continuation_text,
-    open_checkpoint,
     pick_device,
     prompt_context,
     resolve_prompt,
@@ -34,6 +33,7 @@ from notagen.generation.cli import (
 from notagen.generation.sampling import SamplingSettings
 from notagen.serve.jobs import JobManager, QueueFullError
 from notagen.serve.runner import PieceRunner
+from notagen.weights import open_checkpoint
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 UPLOAD_SUFFIXES = (".abc", ".xml", ".musicxml", ".mxl", ".mid", ".midi")
@@ -107,9 +107,9 @@ def _safe_upload_name(name: str | None) -> str:
 # -- app ------------------------------------------------------------------------------------------------------
 
 
-def create_app(checkpoint: Path | None, output_dir: Path, workers: int = 1, queue_size: int = 16,
+def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1, queue_size: int = 16,
                max_upload_bytes: int = 2_000_000, device: str = "auto",
-               max_piece_seconds: float = 600.0) -> FastAPI:
+               max_piece_seconds: float = 600.0, precision: str = "fp32") -> FastAPI:
     """The studio app: loads `checkpoint` once (CheckpointError, one line, when there is none or it is bad).
 
     Jobs run on `workers` threads; at most `queue_size` wait (more → 429). Uploads above `max_upload_bytes` → 413.
@@ -117,7 +117,7 @@ def create_app(checkpoint: Path | None, output_dir: Path, workers: int = 1, queu
     """
     output_dir = Path(output_dir)
     chosen_device = pick_device(device)
-    loaded = open_checkpoint(checkpoint, device=chosen_device)
+    loaded = open_checkpoint(checkpoint, device=chosen_device, precision=precision)  # type: ignore[arg-type]
     registry = [dict(entry) for entry in loaded.prompts]
     runner = PieceRunner(loaded, output_dir, chosen_device)
     manager = JobManager(runner, output_dir, workers=workers, queue_size=queue_size)

@@ -43,7 +43,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from notagen import __version__
-from notagen.checkpoint import LM_HEAD_KEY, load_checkpoint, native_state_dict, save_checkpoint
+from notagen.checkpoint import LM_HEAD_KEY, native_state_dict, save_checkpoint
 from notagen.config import PAD_ID, ModelConfig
 from notagen.data.dataset import ScoreDataset, draw_key
 from notagen.errors import ConfigError, InputError, NotaGenError
@@ -51,6 +51,7 @@ from notagen.io import atomic_write_text
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 from notagen.train.recipe import TrainConfig, dump_recipe, keys_help, load_recipe
+from notagen.weights import open_checkpoint
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -386,7 +387,7 @@ class Trainer:
     def _build_model(self, state: dict[str, Any] | None) -> NotaGenModel:
         config = self.config
         if config.init_checkpoint:
-            checkpoint = load_checkpoint(config.init_checkpoint)
+            checkpoint = open_checkpoint(config.init_checkpoint)
             model_config = self._model_config(checkpoint.config)
             initial = native_state_dict(checkpoint.model)
         else:
