@@ -321,6 +321,7 @@ def _repair_ties(part: _Part, changes: list[str]) -> bool:
     dropped: list[str] = []
     respelled: list[str] = []
     state: dict[str, list] = {}   # voice -> [ties opened by the previous chord, continued keys, ties opened now]
+    bars: dict[int, str] = {}     # id of a tie's first note -> its bar
     for bar, measure in enumerate(part.measures()):
         number = part.bar(bar)
         for note in measure.findall("note"):
@@ -334,7 +335,7 @@ def _repair_ties(part: _Part, changes: list[str]) -> bool:
                     if key not in continued:
                         for parent, mark in _tie_marks(start, "start"):
                             parent.remove(mark)
-                        dropped.append(number)
+                        dropped.append(bars[id(start)])
                 previous, continued, opened = opened, set(), {}
                 state[voice] = [previous, continued, opened]
             key = spelling[:2]
@@ -361,9 +362,10 @@ def _repair_ties(part: _Part, changes: list[str]) -> bool:
                 if _spelling(start)[2] != spelling[2]:   # same letter, other pitch: not a tie at all
                     for parent, mark in _tie_marks(start, "start") + _tie_marks(note, "stop"):
                         parent.remove(mark)
-                    dropped.append(number)
+                    dropped.append(bars[id(start)])
             if _tie_marks(note, "start"):
                 opened[key] = note
+                bars[id(note)] = number
     if dropped:
         changes.append(f"ties that join no equal next note in {part.label}, {_bars_text(dropped)}: dropped")
     if respelled:

@@ -71,8 +71,8 @@ class Verification:
         bars = len({(d.part, d.bar) for d in self.differences})
         lost = self.total_source - self.matched
         added = self.total_converted - self.matched
-        counts = ", ".join(part for part in (f"{lost} of {self.total_source} notes changed or lost" if lost else "",
-                                              f"{added} notes added" if added else "") if part)
+        counts = " and ".join(part for part in (f"{lost} of {self.total_source} notes not kept" if lost else "",
+                                                 f"{added} not in the source" if added else "") if part)
         first = [d.text for d in self.differences if (d.part, d.bar) == (self.differences[0].part,
                                                                              self.differences[0].bar)]
         shown = "; ".join(first[:3]) + (f"; {len(first) - 3} more" if len(first) > 3 else "")
@@ -140,17 +140,18 @@ class _Note(NamedTuple):
     part: int             # source part index; -1 for a note of the conversion
 
 
-def _changed(a: _Note, b: _Note, window: Fraction) -> str:
-    """How source note `a` became converted note `b`, or "" when they are not the same note changed."""
+def _changed(kind: str, a: _Note, b: _Note, window: Fraction) -> str:
+    """How source note `a` became converted note `b` if that is a change of this kind (`duration`: same pitch and
+    onset; `moved`: same pitch and duration; `pitch`: same onset and duration), else ""."""
     same_onset, same_duration = abs(a.onset - b.onset) <= window, abs(a.duration - b.duration) <= window
-    if a.pitch == b.pitch and same_onset:
+    if kind == "duration" and a.pitch == b.pitch and same_onset:
         return f"{pitch_name(a.pitch)} at beat {_beat(a.offset)} lasts {value_name(b.duration)} instead of " \
                f"{value_name(a.duration)}"
-    if a.pitch == b.pitch and same_duration:
+    if kind == "moved" and a.pitch == b.pitch and same_duration:
         far = "" if abs(a.onset - b.onset) < 4 else f" ({float(b.onset - a.onset):+g} quarters)"
         return f"{pitch_name(a.pitch)} ({value_name(a.duration)}) moved from beat {_beat(a.offset)} to " \
                f"{_beat(b.offset)}{far}"
-    if same_onset and same_duration:
+    if kind == "pitch" and same_onset and same_duration:
         return f"{pitch_name(a.pitch)} at beat {_beat(a.offset)} became {pitch_name(b.pitch)}"
     return ""
 
@@ -173,14 +174,15 @@ def _differences(source: ScoreEvents, converted: ScoreEvents, missing: list[int]
         left, right = list(lost.get(bar, [])), list(added.get(bar, []))
         part = min((note.part for note in left), default=-1)
         lines: list[tuple[Fraction, str]] = []
-        for a in list(left):
-            for b in right:
-                text = _changed(a, b, window)
-                if text:
-                    lines.append((a.onset, text))
-                    left.remove(a)
-                    right.remove(b)
-                    break
+        for kind in ("duration", "moved", "pitch"):
+            for a in list(left):
+                for b in right:
+                    text = _changed(kind, a, b, window)
+                    if text:
+                        lines.append((a.onset, text))
+                        left.remove(a)
+                        right.remove(b)
+                        break
         lines += [(a.onset, f"{pitch_name(a.pitch)} ({value_name(a.duration)}) at beat {_beat(a.offset)} is missing")
                   for a in left]
         lines += [(b.onset, f"an extra {pitch_name(b.pitch)} ({value_name(b.duration)}) at beat {_beat(b.offset)}")
