@@ -1,17 +1,21 @@
 """Score format conversion, one entry point per direction, all in-process.
 
-* `score_to_abc(path)`: MusicXML (`.xml`, `.musicxml`, `.mxl`), Humdrum (`.krn`) or ABC → cleaned standard ABC in
-  NotaGen's dialect, made by W. G. Vree's xml2abc (v143, bundled in abctoolkit) with the reference options
-  `-d 8 -c 6 -x`, called as a library (no subprocess per file).
-* `score_to_musicxml(path)`: the MusicXML text that ABC was made from (what a verifier compares against).
-* `abc_to_musicxml(text)`: standard or interleaved ABC (also rest-reduced, with `[r:]` or prompt lines) → MusicXML
-  via Vree's abc2xml, the only reader that understands interleaved multi-voice ABC (ecosystem.md §1.4).
-* `convert_command`: `notagen convert IN OUT`.
+* `convert_score(path)`: MusicXML (`.xml`, `.musicxml`, `.mxl`), Humdrum (`.krn`) or ABC → cleaned standard (or
+  interleaved) ABC in NotaGen's dialect, made by W. G. Vree's xml2abc (v143, bundled in abctoolkit) with the
+  reference options `-d 8 -c 6 -x`, called as a library, and verified: the ABC is read back by abc2xml and every
+  note is compared with the source (`notagen.verify`). `score_to_abc(path)` is the same without the check.
+* `convert_musicxml(xml)`: the MusicXML → ABC step on its own, after `notagen.musicxml.prepare_musicxml`'s repairs
+  and refusals, through the patched converters of `notagen.vree`.
+* `score_to_musicxml(path)`: the MusicXML text that ABC was made from (what the verification compares against).
+* `abc_to_musicxml(text)` / `read_abc(text)`: standard or interleaved ABC (also rest-reduced, with `[r:]` or prompt
+  lines) → MusicXML via Vree's abc2xml, the only reader that understands interleaved multi-voice ABC.
+  `read_abc_tune` reads any one tune: abc2xml, except for Essen-style tunes (one voice whose line ends are bar
+  ends), which music21 reads; an abc2xml failure is reported, never hidden behind another reader.
+* `convert_command`: `notagen convert IN OUT [--no-verify]`.
 
-Workarounds for known converter failures (ecosystem.md §6): `.mxl` archives whose root file is `*.musicxml` are
-unpacked here through `META-INF/container.xml` (xml2abc only looks for `*.xml`); non-numeric lyric numbers
-(`number="chorus"`, Sibelius exports) are renumbered before xml2abc sees them. Both converters keep state in module
-globals (xml2abc's `abcOut`, abc2xml's `prevloc`), so every call resets that state under a lock.
+Workarounds for known converter failures: `.mxl` archives whose root file is `*.musicxml` are unpacked here through
+`META-INF/container.xml` (xml2abc only looks for `*.xml`); non-numeric lyric numbers (`number="chorus"`, Sibelius
+exports) are renumbered before xml2abc sees them; the rest is in `notagen.musicxml` and `notagen.vree`.
 """
 
 from __future__ import annotations

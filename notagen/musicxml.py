@@ -340,7 +340,7 @@ def _repair_ties(part: _Part, changes: list[str]) -> bool:
                 state[voice] = [previous, continued, opened]
             key = spelling[:2]
             start = previous.get(key)
-            if start is None and _tie_marks(note, "stop"):
+            if start is None:   # perhaps a tie to another spelling of the same pitch (its stop mark may be missing)
                 twin = next((k for k, n in previous.items() if k not in continued
                              and _midi(_spelling(n)) == _midi(spelling)), None)
                 if twin is not None:   # enharmonic tie: spell this note like the one it continues

@@ -137,7 +137,7 @@ class _Note(NamedTuple):
     pitch: int
     duration: Fraction
     offset: Fraction      # from the bar's start
-    part: int             # source part index; -1 for a note of the conversion
+    part: int             # source part index (for a note of the conversion: its part's, when parts match; else -1)
 
 
 def _changed(kind: str, a: _Note, b: _Note, window: Fraction) -> str:
@@ -166,13 +166,14 @@ def _differences(source: ScoreEvents, converted: ScoreEvents, missing: list[int]
     for i in missing:
         where = source.where[i]
         lost[where.bar].append(_Note(*source.events[i], where.offset, where.part))
+    same_parts = len(converted.part_names) == len(source.part_names)   # abc2xml writes a part per source part
     for j in extra:
         where = converted.where[j]
-        added[where.bar].append(_Note(*converted.events[j], where.offset, -1))
+        added[where.bar].append(_Note(*converted.events[j], where.offset, where.part if same_parts else -1))
     differences: list[Difference] = []
     for bar in sorted(set(lost) | set(added)):
         left, right = list(lost.get(bar, [])), list(added.get(bar, []))
-        part = min((note.part for note in left), default=-1)
+        part = min((note.part for note in left), default=min((note.part for note in right), default=-1))
         lines: list[tuple[Fraction, str]] = []
         for kind in ("duration", "moved", "pitch"):
             for a in list(left):

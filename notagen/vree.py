@@ -17,6 +17,9 @@ xml2abc
 * Wedges, pedals and octave shifts whose stop comes before their start: v143 keeps the stop's time and writes it
   in the bar where the start turns up, as a spacer (`x30!<)!`) that shifts the rest of the voice. We forget a stop
   that waited past the end of its bar (the mark then has no end; the notes keep their times).
+* Accidentals after a tie: abc2xml does not let the accidental of the note a tie ends on hold for the rest of
+  the bar (`^G4-|^G2 G2` reads G natural), so after such a note the next note of its letter in the bar states its
+  accidental (`^G2 ^G2`, or `=G2`), which every reader reads the same way.
 * Additive meters (`<beats>3+2</beats>`): v143 crashes on `int('3+2')`; we give it the sum and write `M:3+2/8`
   (abc2xml reads that back as 3+2/8).
 * Exceptions: turned into one-line `ConversionError`s naming what xml2abc was converting, the part and the bar.
@@ -47,6 +50,7 @@ XML2ABC_OPTIONS = types.SimpleNamespace(u=False, m=0, c=6, d=8, n=0, b=0, o="", 
                                         t=False, s=False, v1=False, ped=True, stm=False, i=False)
 ABC2XML_DIVISIONS = 5040   # abc2xml's divisions per quarter note (v238: 2520)
 ABC2XML_SHORTEST = 64      # abc2xml rounds any note value shorter than 1/64 of a whole note to 1/64
+_RESTATE = 99   # an alteration no note has: the next note of that letter in the bar writes its accidental
 _XML2ABC_LOCK = threading.Lock()
 _ABC2XML_LOCK = threading.Lock()
 
@@ -120,7 +124,9 @@ class _ParserPatches:
         self.grace_voice: int | None = None
         self.own_keys = False
         self.key_timeline: dict[int, list[tuple[tuple[int, int], dict]]] = {}
-        self.stop_bars: dict[str, int] = {}   # direction key -> bar where its stop came before its start
+        self.tied_into: dict[int, set[tuple[str, int]]] = {}   # voice -> (step, octave) its current chord's ties end on
+        self.tying: dict[int, set[tuple[str, int]]] = {}       # voice -> (step, octave) tied from its current chord
+        self.stop_bars: dict[str, tuple[int, int]] = {}   # direction key -> (part, bar) of a stop before its start
         originals = {name: getattr(parser, name) for name in ("doNote", "doAttr", "ntAbc", "locStaffMap",
                                                                 "addStaffMap", "doDirection")}
         self.original = originals
@@ -154,24 +160,26 @@ class _ParserPatches:
 
     # -- directions
     def do_direction(self, element: ET.Element, index: int, elements: list) -> None:
-        pending = self.parser.dirStk
-        for key in [k for k, bar in self.stop_bars.items() if bar != self.parser.msr.ixm]:
+        pending, now = self.parser.dirStk, (self.part, self.parser.msr.ixm)
+        for key in [k for k, bar in self.stop_bars.items() if bar != now]:
             if pending.get(key, (None,))[0] == "stop":
                 del pending[key]          # a stale stop would be written at its old time in this bar
             del self.stop_bars[key]
         self.original["doDirection"](element, index, elements)
         for key, (kind, _time) in pending.items():
             if kind == "stop" and key not in self.stop_bars:
-                self.stop_bars[key] = self.parser.msr.ixm
+                self.stop_bars[key] = now
 
-    # -- grace groups
+    # -- grace groups, ties
     def do_note(self, note: ET.Element) -> None:
         grace = note.find("grace") is not None
+        voice = _voice_number(self.parser, note)
         if grace:
-            voice = _voice_number(self.parser, note)
             if self.parser.ingrace and voice != self.grace_voice:
                 _close_grace_group(self.parser)   # another voice's grace notes: the open group ends here
             self.grace_voice = voice
+        elif note.find("chord") is None:   # a new chord: the ties of the previous one end on it
+            self.tied_into[voice] = self.tying.pop(voice, set())
         self.original["doNote"](note)
 
     # -- keys and meters
@@ -207,7 +215,7 @@ class _ParserPatches:
     def _keys(self, keys: list[ET.Element], transposing: bool) -> None:
         parser, music = self.parser, self.parser.msc
         now = (parser.msr.ixm, music.tijd)
-        staves = sorted(parser.stfMap)
+        staves = sorted(parser.stfMap) or [1]
         if not self.key_timeline:   # first key handled here: start every staff from the current key
             self.key_timeline = {staff: [((-1, 0), dict(parser.msralts))] for staff in staves}
         for key in keys:
@@ -239,7 +247,15 @@ class _ParserPatches:
             current = [alterations for when, alterations in timeline if when <= now]
             if current:
                 self.parser.msralts = current[-1]
-        return self.original["ntAbc"](step, octave, note, voice, record, is_tab)
+        written = self.original["ntAbc"](step, octave, note, voice, record, is_tab)
+        if note.find("grace") is None:
+            if (step, octave) in self.tied_into.get(voice, ()):
+                # abc2xml does not let the accidental of a note a tie ends on hold for the rest of the bar
+                # (`^G4-|^G2 G2` gives G natural): make the next note of this letter state its own accidental.
+                self.parser.curalts[(written.lstrip("^_="), voice)] = _RESTATE
+            if {tie.get("type") for tie in note.findall("tie") + note.findall("notations/tied")} & {"start"}:
+                self.tying.setdefault(voice, set()).add((step, octave))
+        return written
 
 
 def _group_end(index: int, notes: list, module: Any) -> int:

@@ -137,3 +137,13 @@ def test_converter_crash_names_feature_part_and_bar(tmp_path):
 def test_raw_output_is_the_reference_dialect_for_plain_scores():
     xml = score(part([[attributes(fifths=-1, mode="major", time="3/4")] + melody("F4 A4 C5"), melody("F5 E5 D5")]))
     assert musicxml_to_abc(xml).splitlines()[2:7] == ["L:1/8", "M:3/4", "K:F", 'V:1 treble nm="P1"', "V:1"]
+
+
+def test_accidentals_after_a_tie_into_the_bar(tmp_path):
+    # G#4 tied over the barline (the second note without its stop mark, as some editors write it), then G#4 in the
+    # same bar: v143 wrote `^G2- | ^G2 G`, and abc2xml does not let a tied note's sharp hold: G natural came back.
+    xml = score(part([[attributes(time="2/4")] + [note("C5", 4), note("G#4", 4, tie="start")],
+                      [note("G#4", 4), note("G#4", 2), note("G4", 2)],
+                      [note("G#4", 4, tie="start"), note("G#4", 2, tie="stop"), note("G#4", 2)]]))
+    text, _ = assert_faithful(tmp_path, xml)
+    assert "| ^G2 ^G =G |" in text and "| ^G2- G ^G |" in text
