@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 Event = tuple[Fraction, int, Fraction]
@@ -36,6 +36,7 @@ class Where:
     bar: int
     number: str
     offset: Fraction
+    tied_across_voices: bool = False   # a tie joined this note to a note of another voice
 
 
 @dataclass
@@ -153,6 +154,8 @@ def _add_note(events: list[list], open_ties: dict[int, list[int]], onset: Fracti
         # The tied-from note ends where this one starts; fall back to the latest open tie of this pitch.
         index = adjoining if adjoining is not None else candidates[-1]
         events[index][2] += duration
+        if events[index][3].voice != where.voice:
+            events[index][3] = replace(events[index][3], tied_across_voices=True)
         if "start" not in ties:
             candidates.remove(index)
         return

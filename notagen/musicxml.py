@@ -28,7 +28,7 @@ from fractions import Fraction
 from math import lcm
 
 from notagen.errors import ConversionError, InputError
-from notagen.vree import ABC2XML_SHORTEST
+from notagen.vree import ABC2XML_DIVISIONS, ABC2XML_SHORTEST
 
 # xml2abc's `acc2alt` table: the accidental names it reads; any other name raises KeyError.
 _READABLE_ACCIDENTALS = {"double-flat", "flat-flat", "flat", "natural", "sharp", "sharp-sharp", "double-sharp"}
@@ -447,6 +447,7 @@ def bar_features(xml: str | bytes | ET.Element) -> dict[tuple[int, int], list[st
             if len(numbered) > 1 and len({key.findtext("fifths") for key in keys}) > 1:
                 found.append("different keys on its staves")
             last_grace: dict[str, bool] = {}
+            untimed: list[Fraction] = []
             for element in measure:
                 if element.tag == "attributes":
                     value = _fraction(element.findtext("divisions"))
@@ -489,12 +490,17 @@ def bar_features(xml: str | bytes | ET.Element) -> dict[tuple[int, int], list[st
                 if element.find("notations/ornaments/tremolo[@type='start']") is not None:
                     found.append("a two-note tremolo")
                 _tie_features(element, voice, open_ties, found)
+                if step and not grace and (step * ABC2XML_DIVISIONS).denominator != 1:
+                    untimed.append(step)
                 if element.find("chord") is None and not grace:
                     if voice in voice_end and position < voice_end[voice] and element.find("rest") is None:
                         found.append("notes overlapping in one voice")
                     position += step
                     voice_end[voice] = position
                     sounding = True
+            if untimed:
+                values = ", ".join(str(value) for value in sorted(set(untimed))[:3])
+                found.append(f"note values abc2xml cannot time exactly ({values} of a quarter)")
             if any(last_grace.values()):
                 found.append("grace notes at the end of the bar (after-graces)")
             if not sounding and measure.find("note") is None:

@@ -125,10 +125,13 @@ def compare_scores(source_xml: str | bytes | ET.Element, converted_xml: str | by
     result.first_bar = _where_text(source, first.part, first.bar, first_voice, voices)
     features = bar_features(root)
     if first.part >= 0:
-        result.features = features.get((first.part, first.bar), [])
+        result.features = list(features.get((first.part, first.bar), []))
     else:
         result.features = list(dict.fromkeys(found for (_, bar), names in sorted(features.items())
                                              if bar == first.bar for found in names))
+    if any(source.where[i].tied_across_voices and source.where[i].bar == first.bar for i in missing) and \
+            "a tie across voices" not in result.features:
+        result.features.insert(0, "a tie across voices")
     return result
 
 
@@ -148,7 +151,10 @@ def _changed(kind: str, a: _Note, b: _Note, window: Fraction) -> str:
         return f"{pitch_name(a.pitch)} at beat {_beat(a.offset)} lasts {value_name(b.duration)} instead of " \
                f"{value_name(a.duration)}"
     if kind == "moved" and a.pitch == b.pitch and same_duration:
-        far = "" if abs(a.onset - b.onset) < 4 else f" ({float(b.onset - a.onset):+g} quarters)"
+        shift = f"{float(b.onset - a.onset):+.4g} quarters"
+        if _beat(a.offset) == _beat(b.offset):
+            return f"{pitch_name(a.pitch)} ({value_name(a.duration)}) at beat {_beat(a.offset)} moved by {shift}"
+        far = "" if abs(a.onset - b.onset) < 4 else f" ({shift})"
         return f"{pitch_name(a.pitch)} ({value_name(a.duration)}) moved from beat {_beat(a.offset)} to " \
                f"{_beat(b.offset)}{far}"
     if kind == "pitch" and same_onset and same_duration:

@@ -72,3 +72,11 @@ def test_a_backup_past_the_bar_start_is_clamped_and_reported(tmp_path, capsys):
 def test_value_names():
     assert [value_name(Fraction(q)) for q in ("1", "1/2", "3/4", "3", "5/2", "1/3")] == [
         "a quarter", "an eighth", "a dotted eighth", "a dotted half", "5/2 quarters", "1/3 of a quarter"]
+
+
+def test_a_tie_into_another_voice_without_its_stop_mark_is_named(tmp_path):
+    xml = _two_voices(tie_across=True).replace('<tie type="stop"/>', "").replace('<tied type="stop"/>', "")
+    events = read_events(xml)
+    assert [w.tied_across_voices for e, w in zip(events.events, events.where) if e[1] == 67] == [True]
+    check = convert_score(write(tmp_path, xml)).verification
+    assert check.summary().endswith("the bar has a tie across voices")
