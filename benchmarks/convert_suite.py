@@ -10,7 +10,7 @@ exactly as `notagen convert` does, and each outcome is one of:
   music21 reads the source itself as we do (it does not on notation-only ties, empty bars, a trailing <forward>…;
   those are counted apart), and, for standard ABC, the ABC file read back the way
   `notagen convert FILE.abc OUT.musicxml` reads it, against the source;
-* traceback: any other exception (a bug), or more than `--timeout` seconds.
+* traceback: any other exception (a bug), or a conversion taking more than `--timeout` seconds.
 
 The same run also converts every file the way the pipeline did before (abctoolkit's xml2abc and abc2xml as shipped,
 no repairs) and verifies that the same way, as the baseline: faithful / damaged / failed.
@@ -78,16 +78,25 @@ def same(a: list, b: list) -> bool:
     return not missing and not extra
 
 
-def check(path: Path, interleaved: bool) -> dict:
-    """One conversion as `notagen convert` makes it, with the independent checks when it was written."""
+def _limited(seconds: float):
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def check(path: Path, interleaved: bool, timeout: float) -> dict:
+    """One conversion as `notagen convert` makes it (at most `timeout` seconds, or Timeout), with the independent
+    checks when it was written (each also limited; a check that runs out of time is noted, not counted)."""
+    _limited(timeout)
     try:
         result = convert_score(path, interleaved=interleaved)
     except NotaGenError as error:
         return {"outcome": "refused", "reason": str(error).replace(f"{path}: ", "", 1)}
+    finally:
+        _limited(0)
     if not result.verification.exact:
         return {"outcome": "refused", "reason": "not written: " + result.verification.summary()}
     problems = []
     written = _xml_text(_read(result.text))
+    _limited(timeout)
     try:
         source = music21_events(result.source_xml)
         if not same(source, musicxml_events(result.source_xml)):
@@ -96,8 +105,12 @@ def check(path: Path, interleaved: bool) -> dict:
             problems.append("(music21 reads the source differently: not comparable)")
         elif not same(source, music21_events(written)):
             problems.append("music21 reads the round trip differently from the source")
+    except Timeout:
+        problems.append(f"(music21 took over {timeout:g} s: not compared)")
     except Exception as error:  # noqa: BLE001 - music21 fails on some odd files; say so, do not count it
         problems.append(f"(music21 could not compare: {type(error).__name__})")
+    finally:
+        _limited(0)
     if not interleaved:
         back = read_abc_tune(result.text)   # what `notagen convert FILE.abc OUT.musicxml` does
         if back.reader != "abc2xml" or not same(musicxml_events(result.source_xml), musicxml_events(back.xml)):
@@ -154,16 +167,13 @@ def main() -> None:
     for path in files:
         row = {"file": str(path.relative_to(args.folder))}
         for mode, interleaved in (("standard", False), ("interleaved", True)):
-            signal.setitimer(signal.ITIMER_REAL, args.timeout)
             try:
-                row[mode] = check(path, interleaved)
+                row[mode] = check(path, interleaved, args.timeout)
             except Timeout:
-                row[mode] = {"outcome": "traceback", "reason": f"over {args.timeout:g} s"}
+                row[mode] = {"outcome": "traceback", "reason": f"conversion over {args.timeout:g} s"}
             except Exception as error:  # noqa: BLE001 - counted as a bug, with the traceback kept
                 row[mode] = {"outcome": "traceback", "reason": f"{type(error).__name__}: {error}",
                              "traceback": traceback.format_exc()}
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
         row["baseline"] = baseline(path)
         rows.append(row)
         why = row["standard"].get("reason") or "; ".join(row["standard"].get("problems", []))
@@ -182,7 +192,7 @@ def main() -> None:
     unjudged = sum(any(p.startswith("(") for p in row[mode].get("problems", [])) for row in rows
                    for mode in ("standard", "interleaved") if row[mode]["outcome"] == "faithful")
     print(f"\n{unjudged} faithful conversions could not be cross-checked by music21 (it reads their source "
-          "differently or fails on it)")
+          "differently, fails on it or runs out of time)")
     print(f"\nbefore (abctoolkit as shipped, interleaved): {before['faithful']} faithful, {before['damaged']} "
           f"damaged, {before['failed']} failed\n")
     reasons = Counter(row[mode]["reason"].split(":")[0].split(" in part")[0] for row in rows

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -76,7 +77,7 @@ def _duration(element: ET.Element, divisions: Fraction) -> Fraction:
     if not text:
         return Fraction(0)
     try:
-        return Fraction(text) / divisions
+        return (Fraction(int(text)) if text.isdigit() else Fraction(text)) / divisions
     except (ValueError, ZeroDivisionError):
         return Fraction(0)
 
@@ -252,18 +253,21 @@ def match_events(source: list[Event], converted: list[Event], tolerance: Fractio
     by_pitch: dict[int, list[int]] = {}
     for index, (_onset, pitch, _duration) in enumerate(converted):
         by_pitch.setdefault(pitch, []).append(index)
-    for indices in by_pitch.values():
+    onsets: dict[int, list[Fraction]] = {}
+    for pitch, indices in by_pitch.items():
         indices.sort(key=lambda i: converted[i][0])
+        onsets[pitch] = [converted[i][0] for i in indices]
     used: set[int] = set()
     unmatched_source: list[int] = []
     for index in sorted(range(len(source)), key=lambda i: source[i]):
         onset, pitch, duration = source[index]
         best = None
-        for candidate in by_pitch.get(pitch, ()):
+        candidates = by_pitch.get(pitch, [])
+        for candidate in candidates[bisect_left(onsets.get(pitch, []), onset - window):]:
             other_onset, _, other_duration = converted[candidate]
             if other_onset > onset + window:
                 break
-            if candidate in used or other_onset < onset - window:
+            if candidate in used:
                 continue
             if durations and abs(other_duration - duration) > window:
                 continue

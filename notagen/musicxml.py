@@ -52,9 +52,12 @@ class _Part:
     index: int
     label: str              # "part 2 (Violin II)"
     element: ET.Element
+    _measures: list[ET.Element] = field(default_factory=list)
 
     def measures(self) -> list[ET.Element]:
-        return self.element.findall("measure")
+        if not self._measures:
+            self._measures = self.element.findall("measure")
+        return self._measures
 
     def bar(self, index: int) -> str:
         measures = self.measures()
@@ -111,8 +114,11 @@ def _refuse(name: str, feature: str, part: _Part, bar: int, why: str) -> Convers
 
 
 def _fraction(text: str | None) -> Fraction | None:
+    text = (text or "").strip()
+    if text.isdigit():
+        return Fraction(int(text))   # the common case, several times faster than parsing the string
     try:
-        return Fraction((text or "").strip())
+        return Fraction(text)
     except (ValueError, ZeroDivisionError):
         return None
 
@@ -367,7 +373,7 @@ def _repair_ties(part: _Part, changes: list[str]) -> bool:
                 opened[key] = note
                 bars[id(note)] = number
     if dropped:
-        changes.append(f"ties that join no equal next note in {part.label}, {_bars_text(dropped)}: dropped")
+        changes.append(f"ties not followed by a note of the same pitch in {part.label}, {_bars_text(dropped)}: dropped")
     if respelled:
         changes.append(f"notes tied to an enharmonic spelling in {part.label}: written {'; '.join(respelled[:3])}")
     return bool(dropped or respelled)

@@ -49,7 +49,7 @@ def test_ties_to_another_pitch_are_dropped_and_enharmonic_ties_respelled(tmp_pat
     bar3 = [note("Bb4", 8, tie="stop"), note("C5", 8)]
     xml = score(part([bar1, bar2, bar3]))
     text, conversion = assert_faithful(tmp_path, xml)
-    assert conversion.changes == ["ties that join no equal next note in part 1 (P1), bar 1: dropped",
+    assert conversion.changes == ["ties not followed by a note of the same pitch in part 1 (P1), bar 1: dropped",
                                   "notes tied to an enharmonic spelling in part 1 (P1): written Bb4 as A#4 in bar 3"]
 
 
