@@ -367,10 +367,10 @@ def run_xml2abc(data: bytes, name: str) -> Xml2AbcResult:
 # abc2xml
 # ---------------------------------------------------------------------------------------------------------------
 
-# abc2xml messages that mean it changed the music it read (the rest are notes on layout or unsupported symbols).
+# abc2xml messages that mean it changed the music it read (the rest are notes on layout or unsupported symbols;
+# "tie between different pitches: converted to slur" keeps both notes as written, so it is not one of these).
 _ABC2XML_LOSSY = re.compile(r"duration too small|illegal duration|not recognized, 4/4 assumed|error in M:|"
-                            r"is not allowed, 1/8 assumed|illegal unit length|tie between different pitches|"
-                            r"overlap|error in broken rhythm")
+                            r"is not allowed, 1/8 assumed|illegal unit length|error in broken rhythm")
 
 
 def _patch_abc2xml(module: Any) -> None:
