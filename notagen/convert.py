@@ -205,6 +205,7 @@ class AbcConversion:
     abc: str
     changes: list[str] = field(default_factory=list)
     voices: dict[tuple[int, int], int] = field(default_factory=dict)
+    ignored: set[tuple[int, int, str]] = field(default_factory=set)   # (part, bar, voice) dropped on purpose
 
 
 def convert_musicxml(xml: bytes | str, name: str = "score") -> AbcConversion:
@@ -220,7 +221,7 @@ def convert_musicxml(xml: bytes | str, name: str = "score") -> AbcConversion:
         raise InputError(f"{name}: not a MusicXML score (no <score-partwise> element)")
     prepared = prepare_musicxml(_sanitize_lyric_numbers(data), name)
     result = run_xml2abc(prepared.data, name)
-    return AbcConversion(abc=result.abc, changes=prepared.changes, voices=result.voices)
+    return AbcConversion(abc=result.abc, changes=prepared.changes, voices=result.voices, ignored=prepared.ignored)
 
 
 def musicxml_to_abc(xml: bytes | str, name: str = "score") -> str:
@@ -278,11 +279,12 @@ def abc_to_musicxml(abc_text: str) -> str:
     return _xml_text(read_abc(abc_text).score)
 
 
-def verify_abc(source_xml: str | bytes, abc_text: str, voices: dict[tuple[int, int], int] | None = None
-               ) -> Verification:
+def verify_abc(source_xml: str | bytes, abc_text: str, conversion: AbcConversion | None = None) -> Verification:
     """Read `abc_text` back with abc2xml and compare its notes with the source MusicXML's (pitch, onset and
-    duration of every note). Raises ConversionError when abc2xml cannot read the text."""
-    return compare_scores(source_xml, read_abc(abc_text).score, voices)
+    duration of every note; `conversion`, the one that made the text, names the ABC voices and the notes dropped on
+    purpose). Raises ConversionError when abc2xml cannot read the text."""
+    voices, ignored = (conversion.voices, conversion.ignored) if conversion is not None else (None, None)
+    return compare_scores(source_xml, read_abc(abc_text).score, voices, ignored)
 
 
 def _music_lines(tune: str) -> list[str]:
@@ -420,7 +422,7 @@ def convert_score(path: Path | str, *, interleaved: bool = False, tune: int | No
     result = ScoreConversion(text, _decode_text(source), notes + conversion.changes)
     if verify:
         try:
-            result.verification = verify_abc(source, text, conversion.voices)
+            result.verification = verify_abc(source, text, conversion)
         except ConversionError as error:
             raise ConversionError(f"{path}: the ABC written cannot be read back: {error}") from error
     return result

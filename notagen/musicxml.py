@@ -4,12 +4,16 @@
 what it changed that a reader can see. Re-encodings that change nothing audible or visible are made silently: one
 `<divisions>` value per part (xml2abc reads one per bar, so a change in the middle of a bar turned quarters into
 32nds), whole-number durations, numbered voices (`<voice>X</voice>` crashed it), parts missing from the part list
-declared, timewise scores made partwise. Visible repairs are listed in `Prepared.changes`: hidden notes
-(`print-object="no"`) become visible notes (ABC has no hidden notes; xml2abc turned them into invisible rests,
-dropping the music), a percussion clef over pitched notes becomes a treble clef (abc2xml turns a voice with a
-percussion clef into unpitched notes), a missing `<divisions>` is read as 1 (the MusicXML default), and marks xml2abc
-cannot read are dropped (accidental names such as `natural-sharp`, whose pitch is kept; wedge, pedal and octave-shift
-types other than start/stop; tempo marks without a number; unknown key modes, read as major).
+declared, timewise scores made partwise. Visible repairs are listed in `Prepared.changes`:
+
+* hidden notes (`print-object="no"`) become visible notes (ABC has no hidden notes; xml2abc turned them into
+  invisible rests, dropping the music), except a voice hidden in a bar where other voices show notes: that is a
+  written-out ornament for playback, and is dropped (and left out of the verification, `Prepared.ignored`);
+* a percussion clef over pitched notes becomes a treble clef (abc2xml turns such a voice into unpitched notes);
+* a missing `<divisions>` is read as 1 (the MusicXML default);
+* ties that no next note of the same pitch continues are dropped, ties to an enharmonic spelling respelled;
+* marks xml2abc cannot read are dropped: accidental names such as `natural-sharp` (the pitch is kept), wedge, pedal
+  and octave-shift types other than start/stop, tempo marks without a number; unknown key modes are read as major.
 
 What ABC in NotaGen's dialect cannot carry is refused with one line naming the feature, the part and the bar:
 unpitched (percussion) notes, microtonal pitches, key signatures of more than seven sharps or flats, and notes shorter
@@ -45,6 +49,7 @@ class Prepared:
 
     data: bytes
     changes: list[str] = field(default_factory=list)
+    ignored: set[tuple[int, int, str]] = field(default_factory=set)   # (part, bar, voice) dropped on purpose
 
 
 @dataclass
@@ -245,6 +250,40 @@ def _number_voices(part: _Part) -> bool:
     return True
 
 
+def _drop_playback_layers(part: _Part, changes: list[str], ignored: set[tuple[int, int, str]]) -> bool:
+    """A voice whose notes in a bar are all hidden while another voice shows notes is a layer for playback (a
+    trill or turn written out for the sound, next to its printed sign), often in values no notation has: its
+    notes become `<forward>`s (the voice keeps its time) and (part, bar, voice) goes into `ignored`, which the
+    verification leaves out of the source."""
+    bars = []
+    for bar, measure in enumerate(part.measures()):
+        by_voice: dict[str, list[ET.Element]] = defaultdict(list)
+        for note in measure.findall("note"):
+            if note.find("rest") is None:
+                by_voice[(note.findtext("voice") or "1").strip()].append(note)
+        shown = any(n.get("print-object") != "no" for notes in by_voice.values() for n in notes)
+        hidden = [voice for voice, notes in by_voice.items() if all(n.get("print-object") == "no" for n in notes)]
+        if not shown or not hidden:
+            continue
+        for voice in hidden:
+            for note in by_voice[voice]:
+                index = list(measure).index(note)
+                measure.remove(note)
+                if note.find("chord") is None and note.find("grace") is None and note.find("duration") is not None:
+                    forward = ET.Element("forward")
+                    forward.append(note.find("duration"))
+                    ET.SubElement(forward, "voice").text = voice
+                    if note.find("staff") is not None:
+                        forward.append(note.find("staff"))
+                    measure.insert(index, forward)
+            ignored.add((part.index, bar, voice))
+        bars.append(part.bar(bar))
+    if bars:
+        changes.append(f"hidden voices beside shown notes (written-out ornaments for playback) in {part.label}, "
+                       f"{_bars_text(bars)}: dropped")
+    return bool(bars)
+
+
 def _show_hidden_notes(part: _Part, changes: list[str]) -> bool:
     bars = []
     for bar, measure in enumerate(part.measures()):
@@ -415,8 +454,10 @@ def prepare_musicxml(data: bytes, name: str) -> Prepared:
     if not any(note.find("rest") is None for note in root.iter("note")):
         raise ConversionError(f"{name}: nothing to convert: it has no notes, only rests")
     _check_supported(name, parts)
+    ignored: set[tuple[int, int, str]] = set()
     for part in parts:
         modified |= _one_divisions(part, changes)
+        modified |= _drop_playback_layers(part, changes, ignored)
         modified |= _number_voices(part)
         modified |= _show_hidden_notes(part, changes)
         modified |= _drop_unreadable_marks(part, changes)
@@ -424,7 +465,7 @@ def prepare_musicxml(data: bytes, name: str) -> Prepared:
         modified |= _repair_ties(part, changes)
     if not modified:
         return Prepared(data, changes)
-    return Prepared(ET.tostring(root, encoding="utf-8", xml_declaration=True), changes)
+    return Prepared(ET.tostring(root, encoding="utf-8", xml_declaration=True), changes, ignored)
 
 
 # ------------------------------------------------------------------------------------------------ bar features

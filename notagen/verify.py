@@ -103,14 +103,19 @@ def _where_text(source: ScoreEvents, part: int, bar: int, voice: str | None,
 
 def compare_scores(source_xml: str | bytes | ET.Element, converted_xml: str | bytes | ET.Element,
                    voices: dict[tuple[int, int], int] | None = None,
+                   ignored: set[tuple[int, int, str]] | None = None,
                    tolerance: Fraction = DEFAULT_TOLERANCE) -> Verification:
     """Compare a source score with a conversion read back, both MusicXML.
 
-    `voices` maps (source part index, MusicXML voice number) to the ABC voice it became, to name it in the report.
-    Raises ValueError when either side is not a MusicXML score.
+    `voices` maps (source part index, MusicXML voice number) to the ABC voice it became, to name it in the report;
+    `ignored` lists the (part, bar, voice) of source notes the conversion dropped on purpose (hidden playback
+    layers). Raises ValueError when either side is not a MusicXML score.
     """
     root = source_xml if isinstance(source_xml, ET.Element) else parse_xml(source_xml)
     source = read_events(root)
+    if ignored:
+        kept = [i for i, where in enumerate(source.where) if (where.part, where.bar, where.voice) not in ignored]
+        source.events, source.where = [source.events[i] for i in kept], [source.where[i] for i in kept]
     converted = read_events(converted_xml)
     missing, extra = match_events(source.events, converted.events, tolerance, durations=True)
     total = len(source.events)

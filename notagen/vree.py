@@ -27,8 +27,9 @@ xml2abc
 abc2xml
 * Modes: v238 knows major, minor, mixolydian, dorian, phrygian, lydian and locrian but reads `K:Baeo` (what xml2abc
   writes for aeolian) and `K:Cion` as major; we add aeolian and ionian to its tables.
-* Timing: v238 times notes in 2520ths of a quarter, so a 64th note (157.5) is cut to 157 and later notes drift; we
-  use 5040ths, which time every note value abc2xml reads (down to a 64th) and 3-, 5-, 7- and 9-tuplets exactly.
+* Timing: v238 times notes in 2520ths of a quarter, so a 64th note (157.5) is cut to 157, as are the notes of 11-,
+  13-, 16- or 17-tuplets, and later notes drift; we use a finer grid (`ABC2XML_DIVISIONS`) that times every note
+  value abc2xml reads (down to a 64th) in such tuplets exactly.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ from notagen.errors import ConversionError, InputError
 # xml2abc's command-line options as attributes: NotaGen runs `xml2abc.py -d 8 -c 6 -x FILE`.
 XML2ABC_OPTIONS = types.SimpleNamespace(u=False, m=0, c=6, d=8, n=0, b=0, o="", v=0, x=True, p=[], j=False,
                                         t=False, s=False, v1=False, ped=True, stm=False, i=False)
-ABC2XML_DIVISIONS = 5040   # abc2xml's divisions per quarter note (v238: 2520)
+# abc2xml's divisions per quarter note (v238: 2520 = 2^3·3^2·5·7): ours also times 64ths of tuplets, and 11-, 13-,
+# 16- and 17-tuplets exactly. Its output is reduced by the common divisor afterwards, so scores keep small numbers.
+ABC2XML_DIVISIONS = 2**10 * 3**2 * 5 * 7 * 11 * 13 * 17
 ABC2XML_SHORTEST = 64      # abc2xml rounds any note value shorter than 1/64 of a whole note to 1/64
 _RESTATE = 99   # an alteration no note has: the next note of that letter in the bar writes its accidental
 _XML2ABC_LOCK = threading.Lock()
@@ -282,17 +285,23 @@ def _make_ins_tup(module: Any) -> Any:
     def ins_tup(index: int, notes: list, fact: tuple[int, int]) -> tuple[int, int]:
         end = _group_end(index, notes, module)
         members = [n for n in notes[index:end + 1] if not isinstance(n, module.Elem) and not n.grace]
-        if fact != (1, 1) or len({n.fact for n in members if n.fact}) <= 1:
-            return original(index, notes, fact)   # not nested: v143's own output, unchanged
-        # Nested: consecutive notes with the same combined ratio form one flat tuplet.
+        nested = len({n.fact for n in members if n.fact}) > 1 or members[0].tup.count("start") > 1 or \
+            any("start" in n.tup for n in members[1:])   # also a bracket opened inside an unbracketed run
+        if fact != (1, 1) or not nested:
+            return original(index, notes, fact)   # one plain tuplet: v143's own output, unchanged
+        # Consecutive notes with the same combined ratio form one flat tuplet; a bracket's start or end also
+        # ends a run, so the flat tuplets follow the printed ones.
         count = 0
         runs: list[list] = []
+        closed = True
         for note in members:
+            opens, ends = "start" in note.tup, "stop" in note.tup
             note.tup = [mark for mark in note.tup if mark not in ("start", "stop")]
-            if runs and runs[-1][0].fact == note.fact:
+            if runs and not closed and not opens and runs[-1][0].fact == note.fact:
                 runs[-1].append(note)
             else:
                 runs.append([note])
+            closed = ends
         for run in runs:
             actual, normal = run[0].fact
             prefix = "(3" if (actual, normal, len(run)) == (3, 2, 3) else f"({actual}:{normal}:{len(run)}"
@@ -419,10 +428,11 @@ def run_abc2xml(abc_text: str) -> Abc2XmlResult:
                                   f"(line {error.lineno}: {one_line(error.line)[:60]})") from error
         except Exception as error:  # abc2xml fails with arbitrary errors on malformed music
             raise ConversionError(f"abc2xml failed: {type(error).__name__}: {one_line(error)[:160]}") from error
-    # The same normalisation getXmlDocs applies: divide all durations by their common divisor with 21.
+    # Divide all durations and divisions by their common divisor (getXmlDocs divides by the one they share with 21,
+    # which with our divisions would leave tens of millions per quarter).
     durations = list(score.iter("duration"))
     values = [int(element.text) for element in durations]
-    divisor = reduce(gcd, values + [21])
+    divisor = reduce(gcd, values + [int(element.text) for element in score.iter("divisions")])
     for element, value in zip(durations, values):
         element.text = str(value // divisor)
     for element in score.iter("divisions"):

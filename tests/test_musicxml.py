@@ -3,8 +3,9 @@ the feature, the part and the bar; bar features for reports."""
 
 import pytest
 
-from notagen.convert import convert_score
+from notagen.convert import abc_to_musicxml, convert_score
 from notagen.errors import ConversionError
+from notagen.events import musicxml_events
 from notagen.musicxml import bar_features, prepare_musicxml
 from tests.musicxml_helpers import assert_faithful, attributes, backup, melody, note, part, score, write
 
@@ -125,3 +126,18 @@ def test_bar_features():
     features = bar_features(score(part([bar1, bar2])))
     assert features[(0, 0)] == ["grace notes", "grace notes at the end of the bar (after-graces)"]
     assert features[(0, 1)] == ["a tie across voices", "a <backup> past the bar's start", "hidden notes"]
+
+
+def test_a_hidden_playback_voice_beside_shown_notes_is_dropped(tmp_path):
+    # Voice 1 shows a trill on G4; voice 2 plays it, hidden, in values no notation has (5/12 of a quarter).
+    trill = [note("G4" if i % 2 == 0 else "A4", length, 2, attrs='print-object="no"')
+             for i, length in enumerate([5, 3, 3, 3, 3, 3, 4])]
+    bar = [attributes(divisions=12, time="2/4"), note("G4", 24, notations="<ornaments><trill-mark/></ornaments>"),
+           backup(24)] + trill
+    xml = score(part([bar, melody("C5 B4", divisions=12)]))
+    conversion = convert_score(write(tmp_path, xml))
+    assert conversion.verification.exact and conversion.verification.total_source == 3
+    assert conversion.changes == ["hidden voices beside shown notes (written-out ornaments for playback) in part 1 "
+                                  "(P1), bar 1: dropped"]
+    back = musicxml_events(abc_to_musicxml(conversion.text))
+    assert [(float(onset), pitch) for onset, pitch, _ in back] == [(0.0, 67), (2.0, 72), (3.0, 71)]

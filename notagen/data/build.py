@@ -178,7 +178,7 @@ def convert_piece(job: Job, options: BuildOptions) -> tuple[dict[str, Any], dict
         raise PieceFailure("too long", f"too long: {len(interleaved)} chars > --max-chars {options.max_chars}")
 
     try:   # the same check as `notagen convert`: every note's pitch, onset and duration
-        check = verify_abc(source_xml, interleaved, conversion.voices)
+        check = verify_abc(source_xml, interleaved, conversion)
     except NotaGenError as error:
         verified, verification = False, f"round trip failed: {error}"
     else:
