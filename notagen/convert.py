@@ -1,51 +1,52 @@
 """Score format conversion, one entry point per direction, all in-process.
 
-* `score_to_abc(path)`: MusicXML (`.xml`, `.musicxml`, `.mxl`), Humdrum (`.krn`) or ABC → cleaned standard ABC in
-  NotaGen's dialect, made by W. G. Vree's xml2abc (v143, bundled in abctoolkit) with the reference options
-  `-d 8 -c 6 -x`, called as a library (no subprocess per file).
-* `score_to_musicxml(path)`: the MusicXML text that ABC was made from (what a verifier compares against).
-* `abc_to_musicxml(text)`: standard or interleaved ABC (also rest-reduced, with `[r:]` or prompt lines) → MusicXML
-  via Vree's abc2xml, the only reader that understands interleaved multi-voice ABC (ecosystem.md §1.4).
-* `convert_command`: `notagen convert IN OUT`.
+* `convert_score(path)`: MusicXML (`.xml`, `.musicxml`, `.mxl`), Humdrum (`.krn`) or ABC → cleaned standard (or
+  interleaved) ABC in NotaGen's dialect, made by W. G. Vree's xml2abc (v143, bundled in abctoolkit) with the
+  reference options `-d 8 -c 6 -x`, called as a library, and verified: the ABC is read back by abc2xml and every
+  note is compared with the source (`notagen.verify`). `score_to_abc(path)` is the same without the check.
+* `convert_musicxml(xml)`: the MusicXML → ABC step on its own, after `notagen.musicxml.prepare_musicxml`'s repairs
+  and refusals, through the patched converters of `notagen.vree`.
+* `score_to_musicxml(path)`: the MusicXML text that ABC was made from (what the verification compares against).
+* `abc_to_musicxml(text)` / `read_abc(text)`: standard or interleaved ABC (also rest-reduced, with `[r:]` or prompt
+  lines) → MusicXML via Vree's abc2xml, the only reader that understands interleaved multi-voice ABC.
+  `read_abc_tune` reads any one tune: abc2xml, except for Essen-style tunes (one voice whose line ends are bar
+  ends), which music21 reads; an abc2xml failure is reported, never hidden behind another reader.
+* `convert_command`: `notagen convert IN OUT [--no-verify]`.
 
-Workarounds for known converter failures (ecosystem.md §6): `.mxl` archives whose root file is `*.musicxml` are
-unpacked here through `META-INF/container.xml` (xml2abc only looks for `*.xml`); non-numeric lyric numbers
-(`number="chorus"`, Sibelius exports) are renumbered before xml2abc sees them. Both converters keep state in module
-globals (xml2abc's `abcOut`, abc2xml's `prevloc`), so every call resets that state under a lock.
+Workarounds for known converter failures: `.mxl` archives whose root file is `*.musicxml` are unpacked here through
+`META-INF/container.xml` (xml2abc only looks for `*.xml`); non-numeric lyric numbers (`number="chorus"`, Sibelius
+exports) are renumbered before xml2abc sees them; the rest is in `notagen.musicxml` and `notagen.vree`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
-import threading
-import types
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
-from functools import reduce
-from math import gcd
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from notagen.abc.interleave import interleave, is_interleaved, is_rest_reduced, rest_unreduce
-from notagen.abc.text import clean_abc, strip_prompt_lines, strip_stream_annotations
+from notagen.abc.text import BARLINES, clean_abc, strip_prompt_lines, strip_stream_annotations
 from notagen.errors import ConversionError, InputError
 from notagen.io import atomic_write_bytes, atomic_write_text
+from notagen.musicxml import prepare_musicxml
+from notagen.verify import Verification, compare_scores
+from notagen.vree import XML2ABC_OPTIONS, Abc2XmlResult, run_abc2xml, run_xml2abc
 
 Format = Literal["musicxml", "mxl", "kern", "abc", "midi"]
 
 _EXTENSIONS: dict[str, Format] = {".xml": "musicxml", ".musicxml": "musicxml", ".mxl": "mxl", ".krn": "kern",
                                   ".kern": "kern", ".abc": "abc", ".mid": "midi", ".midi": "midi"}
-# xml2abc's command-line options as attributes: NotaGen runs `xml2abc.py -d 8 -c 6 -x FILE`.
-_XML2ABC_OPTIONS = types.SimpleNamespace(u=False, m=0, c=6, d=8, n=0, b=0, o="", v=0, x=True, p=[], j=False,
-                                         t=False, s=False, v1=False, ped=True, stm=False, i=False)
-_XML2ABC_LOCK = threading.Lock()
-_ABC2XML_LOCK = threading.Lock()
+_XML2ABC_OPTIONS = XML2ABC_OPTIONS
 _TUNE_START = re.compile(r"^X:[ \t]*(\d*)", re.MULTILINE)
 _LYRIC_NUMBER = re.compile(rb"(<lyric\b[^>]*?\bnumber\s*=\s*)([\"'])([^\"']*)\2")
-_BAR_END = re.compile(r"(\||::|\\)\s*$")
+# A line that ends at a barline: the barline, then perhaps a volta number and inline fields (`|[K:D]`), or `\`.
+_BAR_END = re.compile("(?:" + "|".join(map(re.escape, BARLINES)) + r")(?:\[?\d[\d,.\-]*)?(?:\s*\[[A-Za-z]:[^\]]*\])*"
+                      r"\s*$|\\\s*$")
 
 
 def _one_line(text: object) -> str:
@@ -196,65 +197,36 @@ def _select_tune(path: Path, text: str, tune: int | None) -> str:
 # Converters
 # ---------------------------------------------------------------------------------------------------------------
 
-def musicxml_to_abc(xml: bytes | str, name: str = "score") -> str:
-    """Raw xml2abc output (`-d 8 -c 6 -x`) for MusicXML bytes or text; no cleanup. Raises ConversionError."""
-    from abctoolkit import xml2abc
+@dataclass
+class AbcConversion:
+    """xml2abc's ABC for a score (raw: not yet cleaned), the visible changes made to the MusicXML on the way (one
+    line each) and which ABC voice (`V:n`) each (part index, MusicXML voice number) became."""
 
+    abc: str
+    changes: list[str] = field(default_factory=list)
+    voices: dict[tuple[int, int], int] = field(default_factory=dict)
+    ignored: set[tuple[int, int, str]] = field(default_factory=set)   # (part, bar, voice) dropped on purpose
+
+
+def convert_musicxml(xml: bytes | str, name: str = "score") -> AbcConversion:
+    """MusicXML bytes or text → ABC by xml2abc with NotaGen's options, after `prepare_musicxml`'s repairs.
+
+    Raises InputError for text that is not MusicXML and ConversionError, naming the feature, the part and the bar,
+    for music ABC cannot carry and for anything xml2abc fails on.
+    """
     data = xml.encode("utf-8") if isinstance(xml, str) else _utf8_xml(xml)
     if isinstance(xml, str):
         data = re.sub(rb"^\s*<\?xml[^>]*\?>", b"<?xml version='1.0' encoding='utf-8'?>", data, count=1)
-    if not re.search(rb"<score-partwise[\s>/]", data):
-        if re.search(rb"<score-timewise[\s>/]", data):
-            raise ConversionError(f"{name}: timewise MusicXML is not supported (xml2abc reads partwise scores)")
+    if not re.search(rb"<score-(partwise|timewise)[\s>/]", data):
         raise InputError(f"{name}: not a MusicXML score (no <score-partwise> element)")
-    data = _sanitize_lyric_numbers(data)
-    output, log = io.StringIO(), io.StringIO()
-    with _XML2ABC_LOCK, contextlib.redirect_stderr(log):
-        writer = xml2abc.ABCoutput(name + ".abc", "", 0, _XML2ABC_OPTIONS)
-        writer.outfile = output
-        previous = getattr(xml2abc, "abcOut", None)
-        xml2abc.abcOut = writer  # xml2abc's Parser writes through this module global
-        try:
-            xml2abc.Parser(_XML2ABC_OPTIONS).parse(io.BytesIO(data))
-        except ET.ParseError as error:
-            raise InputError(f"{name}: not valid XML: {_one_line(error)}") from error
-        except Exception as error:  # xml2abc fails with arbitrary errors (KeyError, TypeError…) on odd files
-            raise ConversionError(f"{name}: xml2abc failed: {type(error).__name__}: {_one_line(error)}") from error
-        finally:
-            xml2abc.abcOut = previous
-    abc = output.getvalue()
-    if not abc.strip():
-        reason = _one_line(log.getvalue()).lstrip("- ") or "no output"
-        raise ConversionError(f"{name}: xml2abc produced no ABC ({reason})")
-    return abc
+    prepared = prepare_musicxml(_sanitize_lyric_numbers(data), name)
+    result = run_xml2abc(prepared.data, name)
+    return AbcConversion(abc=result.abc, changes=prepared.changes, voices=result.voices, ignored=prepared.ignored)
 
 
-def _abc2xml_score(abc_text: str) -> ET.Element:
-    """Vree abc2xml on one tune, in-process; raises ConversionError with abc2xml's own message."""
-    from abctoolkit import abc2xml
-    from pyparsing import ParseException
-
-    log = io.StringIO()
-    with _ABC2XML_LOCK, contextlib.redirect_stderr(log):
-        abc2xml.prevloc = 0  # beam-break detection state left over from the previous call
-        try:
-            score = abc2xml.mxm.parse(abc_text, False, False, False)
-        except ParseException as error:
-            lines = [line.strip() for line in log.getvalue().splitlines() if line.strip()]
-            reason = lines[-1] if lines else str(error)
-            raise ConversionError(f"abc2xml cannot parse the ABC: {_one_line(reason)} "
-                                  f"(line {error.lineno}: {_one_line(error.line)[:60]})") from error
-        except Exception as error:  # abc2xml fails with arbitrary errors on malformed music
-            raise ConversionError(f"abc2xml failed: {type(error).__name__}: {_one_line(error)}") from error
-    # The same normalisation getXmlDocs applies: divide all durations by their common divisor with 21.
-    durations = list(score.iter("duration"))
-    values = [int(element.text) for element in durations]
-    divisor = reduce(gcd, values + [21])
-    for element, value in zip(durations, values):
-        element.text = str(value // divisor)
-    for element in score.iter("divisions"):
-        element.text = str(int(element.text) // divisor)
-    return score
+def musicxml_to_abc(xml: bytes | str, name: str = "score") -> str:
+    """Raw xml2abc output (`-d 8 -c 6 -x`) for MusicXML bytes or text; no cleanup. Raises ConversionError."""
+    return convert_musicxml(xml, name).abc
 
 
 def _xml_text(score: ET.Element) -> str:
@@ -291,22 +263,48 @@ def prepare_abc_for_abc2xml(abc_text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_abc(abc_text: str) -> Abc2XmlResult:
+    """Standard or interleaved ABC (rest-reduced, `[r:]` and prompt lines allowed) → abc2xml's score element and
+    the messages in which abc2xml says it changed the music (rounded or illegal durations, an unreadable meter…)."""
+    if not abc_text.strip():
+        raise ConversionError("empty ABC text")
+    return run_abc2xml(prepare_abc_for_abc2xml(abc_text))
+
+
 def abc_to_musicxml(abc_text: str) -> str:
     """Standard or interleaved ABC (rest-reduced, `[r:]` and prompt lines allowed) → MusicXML text via abc2xml.
 
     Raises ConversionError with abc2xml's reason when the text cannot be converted.
     """
-    if not abc_text.strip():
-        raise ConversionError("empty ABC text")
-    return _xml_text(_abc2xml_score(prepare_abc_for_abc2xml(abc_text)))
+    return _xml_text(read_abc(abc_text).score)
+
+
+def verify_abc(source_xml: str | bytes, abc_text: str, conversion: AbcConversion | None = None) -> Verification:
+    """Read `abc_text` back with abc2xml and compare its notes with the source MusicXML's (pitch, onset and
+    duration of every note; `conversion`, the one that made the text, names the ABC voices and the notes dropped on
+    purpose). Raises ConversionError when abc2xml cannot read the text."""
+    voices, ignored = (conversion.voices, conversion.ignored) if conversion is not None else (None, None)
+    return compare_scores(source_xml, read_abc(abc_text).score, voices, ignored)
+
+
+def _music_lines(tune: str) -> list[str]:
+    music = [re.sub(r"(?<!\\)%.*$", "", line).rstrip() for line in tune.splitlines()]
+    return [line for line in music if line and not re.match(r"^[A-Za-z+]:", line) and not line.startswith("%")]
 
 
 def _is_line_barred(tune: str) -> bool:
-    """True when every music line but the last ends at a barline (or continues with `\\`): abc2xml reads such a
-    tune exactly. Essen-style tunes end bars with line ends instead; only music21 honours that."""
-    music = [re.sub(r"%.*$", "", line).rstrip() for line in tune.splitlines()]
-    music = [line for line in music if line and not re.match(r"^[A-Za-z+]:", line) and not line.startswith("%")]
-    return all(_BAR_END.search(line) for line in music[:-1])
+    """True when every music line but the last ends at a barline (any of ABC's: `|`, `||`, `|]`, `:|`, `::`, `[|`…,
+    a volta number or inline fields may follow) or continues with `\\`."""
+    return all(_BAR_END.search(line) for line in _music_lines(tune)[:-1])
+
+
+def _is_essen_style(tune: str) -> bool:
+    """One voice whose line ends are bar ends: no music line but the last ends at a barline (the Essen folk-song
+    collection's dialect, which only music21 reads as meant; abc2xml would join each line's last bar to the next)."""
+    if re.search(r"^V:|\[V:", tune, re.MULTILINE):
+        return False
+    lines = _music_lines(tune)
+    return len(lines) > 1 and not any(_BAR_END.search(line) for line in lines[:-1])
 
 
 def _music21_to_musicxml(source: str | Path, fmt: str) -> bytes:
@@ -324,49 +322,67 @@ def _music21_to_musicxml(source: str | Path, fmt: str) -> bytes:
                               f"{_one_line(error)}") from error
 
 
-def abc_tune_to_musicxml(tune_text: str) -> str:
-    """One ABC tune (any dialect: folk, Essen, multi-voice, NotaGen's interleaved) → MusicXML text.
+@dataclass
+class AbcTuneReading:
+    """One ABC tune as MusicXML, which reader made it (`abc2xml` or `music21`) and what abc2xml said it changed."""
 
-    abc2xml first when the tune's bars are closed by barlines (fast and exact); Essen-style tunes (line ends are bar
-    ends), and tunes abc2xml rejects, go through music21. Interleaved text never goes to music21, which misreads it.
+    xml: str
+    reader: str
+    lossy: list[str] = field(default_factory=list)
+
+
+def read_abc_tune(tune_text: str) -> AbcTuneReading:
+    """One ABC tune (any dialect: folk, Essen, multi-voice, NotaGen's interleaved) → MusicXML.
+
+    abc2xml reads every tune except Essen-style ones (one voice whose line ends are bar ends, see `_is_essen_style`),
+    which music21 reads. When abc2xml cannot read a tune the ConversionError says why: no other reader is tried
+    behind the user's back (music21 reads standard multi-voice ABC as one part per voice and ignores inline keys).
     """
-    if is_interleaved(strip_stream_annotations(tune_text)):
-        return abc_to_musicxml(tune_text)  # music21 would misread interleaved voices: no fallback
-    if _is_line_barred(tune_text):
-        try:
-            return _xml_text(_abc2xml_score(prepare_abc_for_abc2xml(tune_text)))
-        except ConversionError as abc2xml_error:
-            try:
-                return _music21_to_musicxml(tune_text, "abc").decode("utf-8")
-            except ConversionError as music21_error:
-                raise ConversionError(f"{abc2xml_error}; {music21_error}") from music21_error
-    return _music21_to_musicxml(tune_text, "abc").decode("utf-8")
+    if _is_essen_style(strip_stream_annotations(tune_text)):
+        return AbcTuneReading(_music21_to_musicxml(tune_text, "abc").decode("utf-8"), "music21")
+    result = read_abc(tune_text)
+    return AbcTuneReading(_xml_text(result.score), "abc2xml", result.lossy)
 
 
-def _musicxml_bytes(path: Path, tune: int | None) -> bytes:
+def abc_tune_to_musicxml(tune_text: str) -> str:
+    """One ABC tune (any dialect) → MusicXML text; see `read_abc_tune`."""
+    return read_abc_tune(tune_text).xml
+
+
+def _source(path: Path, tune: int | None) -> tuple[bytes, list[str]]:
+    """The MusicXML a score file is converted from, and notes on how it was read (ABC input: the reader, and what
+    abc2xml said it changed)."""
     fmt = detect_format(path)
     if fmt == "midi":
         raise ConversionError(f"{path}: MIDI input is not supported (no notation to convert); use MusicXML")
     if fmt == "mxl":
-        return _sanitize_lyric_numbers(_utf8_xml(read_mxl(path)))
+        return _sanitize_lyric_numbers(_utf8_xml(read_mxl(path))), []
     data = _read_bytes(path)
     if fmt == "musicxml":
         _check_text(path, data, "MusicXML")
         if not data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise InputError(f"{path}: not XML (does not start with '<')")
-        return _sanitize_lyric_numbers(_utf8_xml(data))
+        return _sanitize_lyric_numbers(_utf8_xml(data)), []
     if fmt == "kern":
         _check_text(path, data, "Humdrum")
         try:
-            return _music21_to_musicxml(path, "humdrum")
+            return _music21_to_musicxml(path, "humdrum"), []
         except ConversionError as error:
             raise ConversionError(f"{path}: {error}") from error
     _check_text(path, data, "ABC")
     tune_text = _select_tune(path, _decode_text(data), tune)
     try:
-        return abc_tune_to_musicxml(tune_text).encode("utf-8")
+        reading = read_abc_tune(tune_text)
     except ConversionError as error:
         raise ConversionError(f"{path}: {error}") from error
+    notes = [f"abc2xml changed the music while reading the ABC: {message}" for message in reading.lossy]
+    if reading.reader == "music21":
+        notes.append("read by music21: one voice whose line ends are bar ends (Essen style)")
+    return reading.xml.encode("utf-8"), notes
+
+
+def _musicxml_bytes(path: Path, tune: int | None) -> bytes:
+    return _source(path, tune)[0]
 
 
 def score_to_musicxml(path: Path | str, tune: int | None = None) -> str:
@@ -374,20 +390,52 @@ def score_to_musicxml(path: Path | str, tune: int | None = None) -> str:
     return _decode_text(_musicxml_bytes(Path(path), tune))
 
 
+@dataclass
+class ScoreConversion:
+    """A score file in NotaGen's ABC: the text, the MusicXML it was made from, the visible changes made on the way
+    (one line each), and, when verified, the comparison of the text read back with that MusicXML."""
+
+    text: str
+    source_xml: str
+    changes: list[str] = field(default_factory=list)
+    verification: Verification | None = None
+
+
+def convert_score(path: Path | str, *, interleaved: bool = False, tune: int | None = None,
+                  verify: bool = True) -> ScoreConversion:
+    """A score file → cleaned standard ABC in NotaGen's dialect (or interleaved, without rest reduction), with
+    `verify` read back by abc2xml and compared note by note with the source.
+
+    Raises InputError for unreadable/malformed files and ConversionError when a converter fails or the music cannot
+    be written in ABC; both name the file and the reason in one line. A verification that finds differences is
+    returned, not raised: `verification.exact` is False and `verification.summary()` says what changed.
+    """
+    path = Path(path)
+    source, notes = _source(path, tune)
+    conversion = convert_musicxml(source, name=str(path))
+    text = clean_abc(conversion.abc)
+    if interleaved:
+        try:
+            text = interleave(text)
+        except ConversionError as error:
+            raise ConversionError(f"{path}: {error}") from error
+    result = ScoreConversion(text, _decode_text(source), notes + conversion.changes)
+    if verify:
+        try:
+            result.verification = verify_abc(source, text, conversion)
+        except ConversionError as error:
+            raise ConversionError(f"{path}: the ABC written cannot be read back: {error}") from error
+    return result
+
+
 def score_to_abc(path: Path | str, *, interleaved: bool = False, tune: int | None = None) -> str:
-    """A score file → cleaned standard ABC in NotaGen's dialect (or interleaved, without rest reduction).
+    """A score file → cleaned standard ABC in NotaGen's dialect (or interleaved, without rest reduction), not
+    verified (see `convert_score`).
 
     Raises InputError for unreadable/malformed files and ConversionError when a converter fails; both name the
     file and the reason in one line.
     """
-    path = Path(path)
-    standard = clean_abc(musicxml_to_abc(_musicxml_bytes(path, tune), name=str(path)))
-    if not interleaved:
-        return standard
-    try:
-        return interleave(standard)
-    except ConversionError as error:
-        raise ConversionError(f"{path}: {error}") from error
+    return convert_score(path, interleaved=interleaved, tune=tune, verify=False).text
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -406,19 +454,34 @@ def _write_mxl(output: Path, xml: str) -> None:
     atomic_write_bytes(output, buffer.getvalue())
 
 
-def convert_command(input: Path, output: Path, interleaved: bool = False, tune: int | None = None) -> int:
-    """Convert a score between MusicXML/MXL/Humdrum/ABC and NotaGen's ABC.
+def _report(output: Path, kind: str, notes: list[str]) -> None:
+    print(f"wrote {output} ({kind})")
+    for note in notes:
+        print(f"  note: {note}")
+
+
+def convert_command(input: Path, output: Path, interleaved: bool = False, tune: int | None = None,
+                    verify: bool = True) -> int:
+    """Convert a score between MusicXML/MXL/Humdrum/ABC and NotaGen's ABC, checking that no note changes.
 
     The direction follows the file names: a score (.xml, .musicxml, .mxl, .krn, .abc) to .abc gives cleaned
     standard ABC as NotaGen's data pipeline makes it (or interleaved with --interleaved); an .abc file (standard or
     interleaved, also generated text with [r:] and prompt lines) to .xml/.musicxml/.mxl gives MusicXML; a score to
     .xml/.musicxml/.mxl gives the MusicXML the converter reads (e.g. the root file of an .mxl).
 
+    Writing ABC is verified like `notagen data build`: the ABC is read back and every note (pitch, onset,
+    duration) is compared with the source; on any difference nothing is written and the error says which voice,
+    bar and notes changed and what notation that bar holds. Music ABC cannot carry (percussion, microtones, notes
+    shorter than a 64th, keys beyond 7 accidentals) is refused with the feature and the bar. Reading ABC is
+    refused when abc2xml has to change the music to read it (e.g. rounds a duration). Changes made on the way that
+    keep the notes (e.g. hidden notes shown) are printed as notes.
+
     Args:
         input: The score file to read.
         output: The file to write; its extension picks the target format.
         interleaved: Write interleaved ABC (one line per bar) instead of standard ABC.
         tune: For ABC files with several X: tunes, which one (1-based).
+        verify: Check the result as described above; --no-verify writes without checking.
 
     Examples:
         notagen convert bwv66.6.mxl bwv66.6.abc
@@ -429,13 +492,22 @@ def convert_command(input: Path, output: Path, interleaved: bool = False, tune: 
     target = output.suffix.lower()
     source_format = detect_format(input)
     if target == ".abc":
-        text = score_to_abc(input, interleaved=interleaved, tune=tune)
-        atomic_write_text(output, text)
-        print(f"wrote {output} ({'interleaved' if interleaved else 'standard'} ABC)")
+        result = convert_score(input, interleaved=interleaved, tune=tune, verify=verify)
+        check = result.verification
+        if check is not None and not check.exact:
+            raise ConversionError(f"{input}: not written: {check.summary()}")
+        lossy = [note for note in result.changes if note.startswith("abc2xml changed")]
+        if verify and lossy:
+            raise ConversionError(f"{input}: not written: {lossy[0]}")
+        atomic_write_text(output, result.text)
+        kind = "interleaved ABC" if interleaved else "standard ABC"
+        _report(output, f"{kind}, {check.summary()}" if check is not None else f"{kind}, not verified",
+                result.changes + (check.warnings if check is not None else []))
         return 0
     if target not in (".xml", ".musicxml", ".mxl"):
         raise InputError(f"{output}: unsupported output type '{output.suffix or output.name}' "
                          "(use .abc, .xml, .musicxml or .mxl)")
+    notes: list[str] = []
     if source_format == "abc":
         data = _read_bytes(input)
         _check_text(input, data, "ABC")
@@ -444,14 +516,21 @@ def convert_command(input: Path, output: Path, interleaved: bool = False, tune: 
         if len(tunes) > 1 or tune is not None:
             text = _select_tune(input, text, tune)
         try:
-            xml = abc_tune_to_musicxml(text)
+            reading = read_abc_tune(text)
         except ConversionError as error:
             raise ConversionError(f"{input}: {error}") from error
+        if verify and reading.lossy:
+            raise ConversionError(f"{input}: not written: abc2xml changed the music while reading the ABC: "
+                                  f"{reading.lossy[0]}")
+        xml = reading.xml
+        notes = [f"abc2xml changed the music while reading the ABC: {m}" for m in reading.lossy]
+        if reading.reader == "music21":
+            notes.append("read by music21: one voice whose line ends are bar ends (Essen style)")
     else:
         xml = score_to_musicxml(input, tune=tune)
     if target == ".mxl":
         _write_mxl(output, xml)
     else:
         atomic_write_text(output, xml)
-    print(f"wrote {output} (MusicXML)")
+    _report(output, "MusicXML", notes)
     return 0

@@ -21,6 +21,7 @@ from notagen.convert import (
 )
 from notagen.errors import ConversionError, InputError, NotaGenError
 from notagen.events import compare_events, musicxml_events
+from tests.musicxml_helpers import attributes, backup, forward, melody, note, part, score
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHORALE = corpus.getWork("bach/bwv66.6")
@@ -109,12 +110,64 @@ def test_folk_abc_goes_through_abc2xml_exactly():
     assert _round_trip(path)[0].exact
 
 
-def test_essen_style_tune_goes_through_music21(tmp_path):
+def test_essen_style_tune_goes_through_music21(tmp_path, capsys):
     path = tmp_path / "essen.abc"
     path.write_text(ESSEN_STYLE)
     assert not _is_line_barred(ESSEN_STYLE)
     abc = score_to_abc(path)
     assert abc.splitlines()[-1].count("|") == 6   # every line end is a bar end: 6 bars, not 5
+    assert main(["convert", str(path), str(tmp_path / "essen.musicxml")]) == 0
+    assert "note: read by music21: one voice whose line ends are bar ends (Essen style)" in capsys.readouterr().out
+
+
+def test_line_ends_at_any_barline():
+    assert _is_line_barred("K:C\nV:1\nabc d|]\nV:2\nCDE F|]\n")          # voice 1's last line ends in |]
+    assert _is_line_barred("K:C\nabc d:|2\nab c2 \\\ncd|[K:D] ef|[M:3/4]\nd3|]\n")
+    assert not _is_line_barred("K:C\nabc d|e\nfg|]\n")
+
+
+def _piano_with_key_change_and_rests() -> str:
+    bars = [[attributes(staves=2, extra='<clef number="2"><sign>F</sign><line>4</line></clef>')] +
+            melody("C5 D5 E5 F5", staff=1) + [backup(16), note("C3", 16, 2, staff=2)],
+            melody("G5 A5 B5 C6", staff=1) + [backup(16), forward(16)],
+            ['<attributes><key><fifths>2</fifths></key></attributes>'] + melody("F#5 E5 D5 C#5", staff=1) +
+            [backup(16), note("F#2", 16, 2, staff=2)]]
+    return score(part(bars), names={"P1": "Piano"})
+
+
+def test_standard_abc_reads_back_through_abc2xml(tmp_path):
+    """xml2abc's standard ABC ends each voice with |]: it used to go to music21, which made one part per voice,
+    ignored the inline [K:D] (F# became F) and dropped the x8 rest."""
+    source = tmp_path / "piano.musicxml"
+    source.write_text(_piano_with_key_change_and_rests())
+    standard = tmp_path / "piano.abc"
+    assert main(["convert", str(source), str(standard)]) == 0
+    text = standard.read_text()
+    assert "[K:D]" in text and "x8" in text and _is_line_barred(text)
+    back = tmp_path / "back.musicxml"
+    assert main(["convert", str(standard), str(back)]) == 0
+    xml = back.read_text()
+    assert xml.count("<part id=") == 1
+    assert compare_events(musicxml_events(source.read_text()), musicxml_events(xml), durations=True).exact
+
+
+def test_abc2xml_failure_is_not_hidden_behind_another_reader(tmp_path):
+    path = tmp_path / "broken.abc"
+    path.write_text("X:1\nL:1/8\nM:2/4\nK:C\nc2 d2|\nd2 c2|]\nV:2\n |\n")   # music21 reads it, somehow
+    with pytest.raises(ConversionError, match=r"abc2xml cannot parse the ABC: Syntax error at column 1 "):
+        score_to_musicxml(path)
+
+
+def test_abc_that_abc2xml_must_round_is_not_written(tmp_path, capsys):
+    path = tmp_path / "tiny.abc"
+    path.write_text("X:1\nL:1/8\nM:2/4\nK:C\nc/32 z/32 z/16 z/ c3|]\n")   # a 1/256 note
+    out = tmp_path / "tiny.musicxml"
+    assert main(["convert", str(path), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "not written: abc2xml changed the music while reading the ABC: duration too small: rounded" in err
+    assert not out.exists()
+    assert main(["convert", str(path), str(out), "--no-verify"]) == 0
+    assert "note: abc2xml changed the music while reading the ABC" in capsys.readouterr().out
 
 
 def test_multi_tune_abc(tmp_path):

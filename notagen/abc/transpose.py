@@ -80,6 +80,20 @@ def transposition_interval(from_key: str, to_key: str) -> int:
     return shift - 12 if shift >= 7 else shift
 
 
+def _teach_abctoolkit_aeolian_and_ionian() -> None:
+    """abctoolkit's mode table knows maj, dor, phr, lyd, mix, min, m and loc, but xml2abc writes aeolian keys as
+    `K:Baeo` (and abc2xml, as we patch it, reads `aeo` and `ion`): add both, aeolian with minor's tonic and
+    ionian with major's, so such pieces transpose instead of failing with KeyError 'Cbaeo'."""
+    from abctoolkit import transpose as toolkit
+
+    if "Caeo" in toolkit.Mode2Key:
+        return
+    for signature, modes in toolkit.Key2Mode.items():
+        minor_tonic = modes[5][:-3]
+        toolkit.Mode2Key[minor_tonic + "aeo"] = signature
+        toolkit.Mode2Key[signature + "ion"] = signature
+
+
 def transpose(standard_abc: str, key: str) -> str:
     """Transpose cleaned standard ABC to one of the 15 `KEYS` (short way; `perc` voices untouched).
 
@@ -99,6 +113,7 @@ def transpose(standard_abc: str, key: str) -> str:
         raise ConversionError("cannot transpose: empty K: field")
     from abctoolkit.transpose import transpose_an_abc_text
 
+    _teach_abctoolkit_aeolian_and_ionian()
     lines = [line + "\n" for line in render_standard(parsed).split("\n") if line.strip()]
     try:
         text = transpose_an_abc_text(lines, key)

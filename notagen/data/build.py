@@ -39,7 +39,7 @@ from notagen.data.sources import (
 from notagen.errors import ConversionError, InputError, NotaGenError
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
 
-PIPELINE_VERSION = "1"  # bump when a change in conversion makes old piece files stale
+PIPELINE_VERSION = "2"  # bump when a change in conversion makes old piece files stale
 JOURNAL = Path(".build") / "journal.jsonl"
 RETRIED_KINDS = {"timeout", "worker crash"}  # load-dependent failures: tried again on the next run
 
@@ -141,22 +141,14 @@ def normalise_for_dedup(interleaved: str) -> str:
     return "\n".join(ln for ln in lines if ln)
 
 
-def _describe_loss(comparison: Any) -> str:
-    where = comparison.first_mismatch
-    at = "" if where is None else f", first mismatch at quarter {float(where):g}"
-    extra = comparison.total_converted - comparison.matched
-    more = f", {extra} extra" if extra else ""
-    return f"round-trip loss: {comparison.matched}/{comparison.total_source} events matched{more}{at}"
-
-
 def convert_piece(job: Job, options: BuildOptions) -> tuple[dict[str, Any], dict[str, Any]]:
     """Convert and verify one piece. Returns (record fields, piece file); raises PieceFailure or NotaGenError."""
     from notagen.abc.interleave import check_alignment, interleave
     from notagen.abc.text import bar_count, clean_abc, original_key, voice_names
     from notagen.abc.transpose import KEYS, transpose
-    from notagen.convert import abc_to_musicxml, abc_tune_to_musicxml, musicxml_to_abc, score_to_musicxml
+    from notagen.convert import abc_tune_to_musicxml, convert_musicxml, score_to_musicxml, verify_abc
     from notagen.data.dataset import original_key_name
-    from notagen.events import compare_events, musicxml_events
+    from notagen.events import musicxml_events
 
     try:
         if job.merge_tunes:
@@ -173,7 +165,8 @@ def convert_piece(job: Job, options: BuildOptions) -> tuple[dict[str, Any], dict
         raise PieceFailure("empty", "empty score (no notes)")
     # One MusicXML text feeds both the ABC conversion and the verification, so they judge the same score.
     try:
-        standard = clean_abc(musicxml_to_abc(source_xml, name=Path(job.path).name))
+        conversion = convert_musicxml(source_xml, name=Path(job.path).name)
+        standard = clean_abc(conversion.abc)
     except NotaGenError as error:
         raise PieceFailure("parse error", f"ABC conversion failed: {_strip_path(error, job.path)}") from error
 
@@ -184,15 +177,12 @@ def convert_piece(job: Job, options: BuildOptions) -> tuple[dict[str, Any], dict
     if options.max_chars and len(interleaved) > options.max_chars:
         raise PieceFailure("too long", f"too long: {len(interleaved)} chars > --max-chars {options.max_chars}")
 
-    verified, verification = True, "exact"
-    try:
-        converted_events = musicxml_events(abc_to_musicxml(interleaved))
+    try:   # the same check as `notagen convert`: every note's pitch, onset and duration
+        check = verify_abc(source_xml, interleaved, conversion)
     except NotaGenError as error:
         verified, verification = False, f"round trip failed: {error}"
     else:
-        comparison = compare_events(source_events, converted_events)
-        if not comparison.exact:
-            verified, verification = False, _describe_loss(comparison)
+        verified, verification = check.exact, "exact" if check.exact else check.summary()
     if not verified and not options.keep_unverified:
         raise PieceFailure("round-trip loss", verification)
 
