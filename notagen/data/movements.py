@@ -21,6 +21,8 @@ from notagen.instruments import by_name
 
 _PART = re.compile(r"<part(?:\s[^>]*)?>")
 _MEASURE = re.compile(r"<measure(\s[^>]*)?>(.*?)</measure>", re.S)
+_MEASURE_SPAN = re.compile(r"<measure(?:\s[^>]*)?>.*?</measure>", re.S)
+_ATTRIBUTES = re.compile(r"<attributes(?:\s[^>]*)?>.*?</attributes>", re.S)
 _NUMBER = re.compile(r"""\bnumber=["']([^"']*)["']""")
 _WORDS = re.compile(r"<words\b[^>]*>([^<]*)</words>")
 _FINAL_BARLINE = re.compile(r"""<barline\b[^>]*location=["']right["'][^>]*>\s*<bar-style>light-heavy</bar-style>""")
@@ -125,26 +127,37 @@ def _attribute_key(element: ET.Element) -> tuple[str, str | None]:
 
 def extract_movement(xml: str, start: int, end: int) -> str:
     """A complete MusicXML document holding measures [start, end) of every part, with the attributes in force at
-    `start` (divisions, key, time, staves, clefs, transposition) written into its first measure."""
-    data = re.sub(r"^\s*<\?xml[^>]*\?>", "", xml, count=1).encode("utf-8")
-    root = ET.fromstring(data)
-    if root.tag != "score-partwise":
-        raise ValueError(f"cannot cut movements out of <{root.tag}> (partwise MusicXML only)")
-    for part in root.findall("part"):
-        measures = part.findall("measure")
-        if not 0 <= start < end <= len(measures):
-            raise ValueError(f"part {part.get('id')}: measures {start}-{end} out of range (0-{len(measures)})")
+    `start` (divisions, key, time, staves, clefs, transposition) written into its first measure.
+
+    The document is cut as text (a quartet's file is several MB and a whole-tree parse per movement would cost more
+    than the cut); only the `<attributes>` before `start` and the movement's first measure are parsed."""
+    body = re.sub(r"^\s*<\?xml[^>]*\?>", "", xml, count=1)
+    opens = list(_PART.finditer(body))
+    if not opens or "<score-partwise" not in body[: opens[0].start()]:
+        raise ValueError("cannot cut movements out of this score (partwise MusicXML only)")
+    pieces: list[str] = []
+    cursor = 0  # end of the text copied so far: the header, then each part's closing tag
+    for index, opening in enumerate(opens):
+        close = body.find("</part>", opening.end())
+        if close < 0:
+            raise ValueError("unterminated <part>")
+        spans = [(m.start(), m.end()) for m in _MEASURE_SPAN.finditer(body, opening.end(), close)]
+        if not 0 <= start < end <= len(spans):
+            raise ValueError(f"part {index + 1}: measures {start}-{end} out of range (0-{len(spans)})")
         state: dict[tuple[str, str | None], ET.Element] = {}
-        for measure in measures[:start]:
-            for attributes in measure.iter("attributes"):
-                for child in attributes:
-                    if child.tag in _CARRIED:
-                        state[_attribute_key(child)] = child
-        for measure in measures[:start] + measures[end:]:
-            part.remove(measure)
+        for block in _ATTRIBUTES.findall(body, spans[0][0], spans[start][0]):
+            for child in ET.fromstring(block):
+                if child.tag in _CARRIED:
+                    state[_attribute_key(child)] = child
+        first = body[spans[start][0]:spans[start][1]]
         if state:
-            _merge_attributes(measures[start], state)
-    return "<?xml version='1.0' encoding='utf-8'?>\n" + ET.tostring(root, encoding="unicode")
+            measure = ET.fromstring(first)
+            _merge_attributes(measure, state)
+            first = ET.tostring(measure, encoding="unicode")
+        pieces += [body[cursor:spans[0][0]], first, body[spans[start][1]:spans[end - 1][1]], "\n"]
+        cursor = close
+    pieces.append(body[cursor:])
+    return "<?xml version='1.0' encoding='utf-8'?>\n" + "".join(pieces)
 
 
 def _merge_attributes(measure: ET.Element, state: dict[tuple[str, str | None], ET.Element]) -> None:
