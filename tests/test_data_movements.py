@@ -48,6 +48,15 @@ def test_parts_of_unequal_length_are_not_split():
     assert len(score_outline(broken).movements) == 1
 
 
+def test_a_part_with_lyrics_is_a_voice_whatever_its_name():
+    clarinet = ("Clarinet in C", "wind.reed.clarinet", "G", 2)
+    xml = musicxml(Score((clarinet, PIANO), [Movement(tune(1))]))
+    assert [family for _, family in score_outline(xml).parts] == ["woodwind", "keyboard"]
+    # Lyrics under the first part's notes (and, as practice scores do, under the piano's): the sung part is a voice.
+    sung = xml.replace("</type></note>", "</type><lyric><text>la</text></lyric></note>")
+    assert [family for _, family in score_outline(sung).parts] == ["voice", "keyboard"]
+
+
 def test_part_family_prefers_the_name_over_a_wrong_sound():
     assert part_family("Voice\nGesang", "wind.reed.oboe") == "voice"   # a renamed part keeps its old sound
     assert part_family("Chant", "voice.vocals") == "voice"             # a name the table does not know

@@ -30,6 +30,7 @@ _NEW_SYSTEM = re.compile(r"""<print\b[^>]*\bnew-(?:page|system)=["']yes["']""")
 _SCORE_PART = re.compile(r"<score-part[\s>].*?</score-part>", re.S)
 _PART_NAME = re.compile(r"<part-name\b[^>]*>([^<]*)</part-name>")
 _SOUND = re.compile(r"<instrument-sound>([^<]*)</instrument-sound>")
+_PART_ID = re.compile(r"""\bid=["']([^"']*)["']""")
 _ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII")
 # MusicXML 3 standard sound ids start with the family: voice.soprano, keyboard.piano, wind.reed.oboe...
 _SOUND_FAMILY = {"voice": "voice", "keyboard": "keyboard", "strings": "strings", "wind": "woodwind",
@@ -61,14 +62,22 @@ class Outline:
         return [family for _, family in self.parts]
 
 
-def part_family(name: str, sound: str = "") -> str:
+def part_family(name: str, sound: str = "", sung: bool = False) -> str:
     """The instrument family of a part: from its name (the shared instrument table) first, since notation programs
-    often leave a default sound on a renamed part, else from its MusicXML sound id; "other" when neither says."""
+    often leave a default sound on a renamed part, else from its MusicXML sound id; "other" when neither says.
+
+    A part whose notes carry lyrics (`sung`) is a voice unless it is a keyboard: song transcribers sometimes write
+    the voice on a "Clarinet in C" or "Violoncello" staff, or call it "Chant" with a default oboe sound."""
+    family = "other"
     for line in name.splitlines() or [""]:
         found = by_name(line)
         if found is not None:
-            return found.family
-    return _SOUND_FAMILY.get(sound.split(".", 1)[0].strip(), "other") if sound else "other"
+            family = found.family
+            break
+    else:
+        if sound:
+            family = _SOUND_FAMILY.get(sound.split(".", 1)[0].strip(), "other")
+    return "voice" if sung and family != "keyboard" else family
 
 
 def _heading(body: str) -> str:
@@ -85,11 +94,19 @@ def score_outline(xml: str) -> Outline:
     """Parts and movements of a partwise MusicXML text (timewise scores and unreadable text: one movement)."""
     outline = Outline()
     head_end = xml.find("</part-list>")
+    openings = list(_PART.finditer(xml))
+    part_starts = [m.end() for m in openings]
+    sung = set()
+    for index, opening in enumerate(openings):
+        end = openings[index + 1].start() if index + 1 < len(openings) else len(xml)
+        if xml.find("<lyric", opening.end(), end) >= 0:
+            sung.add(_PART_ID.search(opening.group(0)).group(1) if _PART_ID.search(opening.group(0)) else "")
     for block in _SCORE_PART.findall(xml[: head_end if head_end >= 0 else len(xml)]):
-        name_match, sound_match = _PART_NAME.search(block), _SOUND.search(block)
+        name_match, sound_match, id_match = _PART_NAME.search(block), _SOUND.search(block), _PART_ID.search(block)
         name = name_match.group(1).strip() if name_match else ""
-        outline.parts.append((" ".join(name.split()), part_family(name, sound_match.group(1) if sound_match else "")))
-    part_starts = [m.end() for m in _PART.finditer(xml)]
+        family = part_family(name, sound_match.group(1) if sound_match else "",
+                             sung=bool(id_match) and id_match.group(1) in sung)
+        outline.parts.append((" ".join(name.split()), family))
     if not part_starts or "<score-partwise" not in xml[:4096]:
         return outline
     counts = []
