@@ -68,9 +68,9 @@ def test_discovery_labels_splits_movements_and_records_provenance(collections):
     assert gute_nacht.repository == LIEDER_REPOSITORY and gute_nacht.repo_path == prefix + "01_Gute_Nacht/lc1.mxl"
     if commits["lieder"]:
         assert gute_nacht.commit == commits["lieder"]
-    # The songs of a cycle are one work; a standalone song is its own.
-    assert jobs[prefix + "05_Der_Lindenbaum/lc2.mxl"].work == gute_nacht.work == \
-        "OpenScore-Lieder/Schubert,_Franz/Winterreise,_D.911"
+    # Each song is a work, in a set or not; the movements of a quartet are one (below).
+    assert gute_nacht.work == "OpenScore-Lieder/Schubert,_Franz/Winterreise,_D.911/01_Gute_Nacht"
+    assert jobs[prefix + "05_Der_Lindenbaum/lc2.mxl"].work.endswith("/05_Der_Lindenbaum")
     assert jobs["scores/Schubert,_Franz/_/Standalone_Song/lc3.mxl"].work.endswith("/_/Standalone_Song")
     # Four voices alone: Choral; the composer's period from the TSV (1779: Classical, as NotaGen has her).
     assert jobs["scores/Reichardt,_Louise/_/Hymn/lc4.mxl"].labels == ("Classical", "Reichardt, Louise", "Choral")
@@ -118,18 +118,17 @@ def test_build_index_carries_provenance_work_and_group(built, collections):
 def test_near_duplicates_and_movements_share_a_group(built):
     root, _, _ = built
     records = _by_name(_records(root / "dataset"))
-    # The Gute Nacht tune as a four-part hymn joins the Winterreise group (Lindenbaum comes along as its work-mate).
-    winterreise = {records[n]["group"] for n in ("lc1.mxl", "lc2.mxl", "lc4.mxl")}
-    assert len(winterreise) == 1
+    # The Gute Nacht tune as a four-part hymn joins Gute Nacht's group; Der Lindenbaum, in the same set, does not.
+    assert records["lc1.mxl"]["group"] == records["lc4.mxl"]["group"] != records["lc2.mxl"]["group"]
     # The standalone song's tune is the quartet's second movement: the whole quartet joins its group.
     quartet = {records[f"sq10.mxl#m{n}"]["group"] for n in (1, 2, 3)} | {records["lc3.mxl"]["group"]}
     assert len(quartet) == 1
-    # Nothing else is joined: 13 pieces, 8 works, 6 groups.
-    assert len({r["work"] for r in records.values()}) == 8
-    assert len({r["group"] for r in records.values()}) == 6
+    # Nothing else is joined: 13 pieces, 9 works, 7 groups.
+    assert len({r["work"] for r in records.values()}) == 9
+    assert len({r["group"] for r in records.values()}) == 7
     report = json.loads((root / "dataset" / "report.json").read_text())
     assert report["grouping"]["near_duplicate_pairs"] == 2
-    assert report["totals"]["works"] == 8 and report["totals"]["groups"] == 6
+    assert report["totals"]["works"] == 9 and report["totals"]["groups"] == 7
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -162,4 +161,7 @@ def test_report_per_collection_and_label(built):
         r["bars"] for (c, _), r in rows.items() if c == "OpenScore-Lieder")
     markdown = (root / "dataset" / "report.md").read_text(encoding="utf-8")
     assert "| OpenScore-StringQuartets | Classical / Haydn, Joseph / Chamber | 3 |" in markdown
-    assert "Labels with at least 20 train pieces: **0**." in markdown
+    assert "Labels with at least 20 train pieces (all collections): **0**." in markdown
+    totals = {r["label"]: r for r in report["label_totals"]}
+    assert totals["Romantic / Schubert, Franz / Art Song"]["collections"] == ["OpenScore-Lieder"]
+    assert totals["(unlabelled)"]["refused"] == {"no MusicXML": 1} and totals["(unlabelled)"]["built"] == 1

@@ -7,8 +7,8 @@ appends one line per piece to a journal (`.build/journal.jsonl`); the index, spl
 journal at the end, so an interrupted build (even `kill -9`) resumes where it stopped and re-running an unchanged
 build converts nothing.
 
-The split is per group, not per piece: a group is a work (all movements of a quartet, all sections of a mass, the
-songs of a cycle; see `notagen.data.sources`) joined with every work that holds a near-duplicate of one of its
+The split is per group, not per piece: a group is a work (all movements of a quartet, all sections of a mass; see
+`notagen.data.sources`) joined with every work that holds a near-duplicate of one of its
 pieces (`notagen.data.similarity`), so neither a movement nor the same tune in another collection can leak from
 train into eval.
 """
@@ -618,7 +618,8 @@ def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, k
 
     atomic_write_text(out / "index.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     report = {"totals": totals, "reasons": dict(sorted(reasons.items())), "collections": counts_plain,
-              "labels": _label_table(records, failures + [s for s in skipped if s["kind"] != "excluded"]),
+              "labels": _label_table(records, problems),
+              "label_totals": _label_table(records, problems, by_collection=False),
               "grouping": _grouping_summary(records, near),
               "failures": failures + [s for s in skipped if s["kind"] != "excluded"],
               "excluded": [s for s in skipped if s["kind"] == "excluded"]}
@@ -641,13 +642,21 @@ def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, k
 LABEL_TRAIN_TARGET = 20  # train pieces a label needs before fine-tuning on it is worth reporting as "usable"
 
 
-def _label_table(records: list[dict[str, Any]], problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (collection, label): pieces built (train / eval), bars, characters, refusals by kind."""
+def _label_table(records: list[dict[str, Any]], problems: list[dict[str, Any]],
+                 by_collection: bool = True) -> list[dict[str, Any]]:
+    """One row per (collection, label), or per label over all collections: pieces built (train / eval), bars,
+    characters, refusals by kind."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
 
     def row(collection: str, label: str) -> dict[str, Any]:
-        return rows.setdefault((collection, label), {"collection": collection, "label": label, "built": 0,
-                                                     "train": 0, "eval": 0, "bars": 0, "chars": 0, "refused": {}})
+        key = (collection if by_collection else "", label)
+        if key not in rows:
+            where = {"collection": collection} if by_collection else {"collections": []}
+            rows[key] = {**where, "label": label, "built": 0, "train": 0, "eval": 0, "bars": 0, "chars": 0,
+                         "refused": {}}
+        if not by_collection and collection not in rows[key]["collections"]:
+            rows[key]["collections"].append(collection)
+        return rows[key]
 
     for record in records:
         item = row(record["collection"], _label_key(record["labels"]))
@@ -658,8 +667,12 @@ def _label_table(records: list[dict[str, Any]], problems: list[dict[str, Any]]) 
     for problem in problems:
         refused = row(problem["collection"], problem.get("labels") or _label_key(None))["refused"]
         refused[problem["kind"]] = refused.get(problem["kind"], 0) + 1
-    return sorted(rows.values(), key=lambda r: (r["collection"], r["label"] == "(unlabelled)", -r["train"],
-                                                r["label"]))
+    if by_collection:
+        return sorted(rows.values(), key=lambda r: (r["collection"], r["label"] == "(unlabelled)", -r["train"],
+                                                    r["label"]))
+    for item in rows.values():
+        item["collections"].sort()
+    return sorted(rows.values(), key=lambda r: (r["label"] == "(unlabelled)", -r["train"], r["label"]))
 
 
 def _grouping_summary(records: list[dict[str, Any]], near: list[tuple[str, str, float]]) -> dict[str, Any]:
@@ -697,18 +710,28 @@ def _key_list() -> list[str]:
     return list(KEYS)
 
 
+def _refused(row: dict[str, Any]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(row["refused"].items())) or "-"
+
+
 def _report_markdown(report: dict[str, Any]) -> str:
     totals = report["totals"]
     grouping = report["grouping"]
-    usable = [r for r in report["labels"] if r["label"] != "(unlabelled)" and r["train"] >= LABEL_TRAIN_TARGET]
+    usable = [r for r in report["label_totals"] if r["label"] != "(unlabelled)" and r["train"] >= LABEL_TRAIN_TARGET]
     lines = ["# Dataset build report", "",
              f"Built **{totals['built']}** pieces ({totals['train']} train / {totals['eval']} eval, "
              f"{totals['labelled']} labelled, {totals['unverified']} unverified kept), {totals['bars']} bars, "
              f"{totals['chars']} chars, from {totals['works']} works in {totals['groups']} split groups. "
              f"Failed: {totals['failed']}; duplicates: {totals['duplicate']}; excluded by policy: "
              f"{totals['excluded']}.", "",
-             f"Labels with at least {LABEL_TRAIN_TARGET} train pieces: **{len(usable)}**.", "",
-             "## Per collection", "",
+             f"Labels with at least {LABEL_TRAIN_TARGET} train pieces (all collections): **{len(usable)}**.", "",
+             "## Per label (all collections)", "",
+             "| period / composer / instrumentation | collections | built | train | eval | bars | chars | refused |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in report["label_totals"]:
+        lines.append(f"| {row['label']} | {', '.join(row['collections'])} | {row['built']} | {row['train']} | "
+                     f"{row['eval']} | {row['bars']} | {row['chars']} | {_refused(row)} |")
+    lines += ["", "## Per collection", "",
              "| collection | inputs | built | train | eval | labelled | bars | chars | failed | duplicate | excluded |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in report["collections"].items():
@@ -718,9 +741,8 @@ def _report_markdown(report: dict[str, Any]) -> str:
               "| collection | period / composer / instrumentation | built | train | eval | bars | chars | refused |",
               "|---|---|---|---|---|---|---|---|"]
     for row in report["labels"]:
-        refused = ", ".join(f"{kind} {n}" for kind, n in sorted(row["refused"].items())) or "-"
         lines.append(f"| {row['collection']} | {row['label']} | {row['built']} | {row['train']} | {row['eval']} | "
-                     f"{row['bars']} | {row['chars']} | {refused} |")
+                     f"{row['bars']} | {row['chars']} | {_refused(row)} |")
     lines += ["", "## Split groups", "",
               f"{grouping['near_duplicate_pairs']} near-duplicate pairs joined {grouping['groups_joining_works']} "
               f"groups of several works ({grouping['pieces_in_joined_groups']} pieces). Largest:", ""]

@@ -5,8 +5,8 @@ folder, born, died...). `<Composer>` is `Last,_First`; a set `_` holds standalon
 clone: each `.mxl` is an input (multi-movement files are split by `notagen.data.movements`), labelled from the
 metadata: composer from the folder name, period from the composer's dates (`composers.tsv`, else the years in the
 composer's README.md), instrumentation from the score's parts. Each piece records the repository, the commit of the
-clone and the file's path in it, and its work: the set (a quartet, a song cycle or opus) or, for a standalone song,
-the song, so that one work never straddles the split.
+clone and the file's path in it, and its work (the folder holding the score: a quartet, or a song), so that the
+movements of a work never straddle the split.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from notagen.data.sources import Discovery, Skip, git_provenance, jobs_for_file,
 
 SCORES = "scores"
 COMPOSERS_TSV = Path("data") / "composers.tsv"
-STANDALONE_SET = "_"
 _YEARS = re.compile(r"\((?:c\.\s*)?(\d{3,4})\s*[–-]\s*(?:c\.\s*)?(\d{3,4})\)")
 
 
@@ -130,9 +129,11 @@ def discover_repository(folder: Path) -> Discovery:
                                       "no MusicXML export (.mxl) in this score folder, only MuseScore files"))
             continue
         composer = rel_parts[0] if rel_parts else ""
-        set_name = rel_parts[1] if len(rel_parts) > 1 else ""
-        work_folder = rel_parts[:3] if set_name == STANDALONE_SET else rel_parts[:2]
-        work = f"{collection.name}/" + "/".join(work_folder)
+        # The folder holding the score is the work: a quartet (composer/set: all its movements, in one file or
+        # several), a song (composer/set/song). A set of songs ("6 Lieder, Op. 10") is a publication of separate
+        # pieces, not one work: grouping it would put whole opus numbers, hence whole composers, on one side of
+        # the split; songs that share music (a reprise, one song in two sets) are joined as near-duplicates.
+        work = f"{collection.name}/" + "/".join(rel_parts)
         for path in files:
             rel = path.relative_to(scores).as_posix()
             source = f"{collection.name}/{path.relative_to(folder).as_posix()}"
