@@ -80,12 +80,17 @@ def test_dataset_folder_layout_and_index(built):
     assert chorale["hash"] == file_hash(CHORALE) and chorale["verified"] is True
     assert records["quartet-k80_mvt3"]["voices"] == 4 and records["quartet-k80_mvt3"]["labels"] is None
     assert records["folk-banish"]["voices"] == 1 and records["folk-banish"]["key"] == "D"
-    # Per-piece hash split; a tiny build whose hashes all say "train" still gets one eval piece.
-    assert all(r["split"] == "eval" for r in records.values() if split_of(r["id"], 0, 0.1) == "eval")
+    # Hash split per group (here each piece is its own work and group); a tiny build whose hashes all say "train"
+    # still gets one eval group.
+    assert {r["group"] for r in records.values()} == {"scores/chorale/bwv66.6.mxl", "scores/quartet/k80_mvt3.mxl",
+                                                      "scores/folk/banish.abc"}
+    assert all(r["split"] == "eval" for r in records.values() if split_of(r["group"], 0, 0.1) == "eval")
     assert sum(r["split"] == "eval" for r in records.values()) >= 1
     for record in records.values():
         assert set(record) >= {"id", "source", "collection", "licence", "labels", "key", "bars", "voices",
-                               "chars", "split", "hash"}
+                               "chars", "split", "hash", "repository", "commit", "path", "work", "group", "movement"}
+        # A folder outside any git work tree: no repository to name, the path is the file's.
+        assert record["repository"] is None and record["commit"] is None and record["path"] == record["source"]
         piece = json.loads((dataset / "pieces" / f"{record['id']}.json").read_text())
         assert record["chars"] == len(piece["interleaved"])
         assert sorted(piece["keys"]) == sorted(KEYS)
@@ -199,8 +204,8 @@ def test_parallel_build_gives_the_same_index(built, tmp_path):
     assert (tmp_path / "dataset" / "index.jsonl").read_text() == (root / "dataset" / "index.jsonl").read_text()
 
 
-def test_split_is_per_piece_seeded_and_stable():
-    ids = [f"piece-{i}" for i in range(2000)]
+def test_split_is_per_group_seeded_and_stable():
+    ids = [f"group-{i}" for i in range(2000)]
     splits = {i: split_of(i, 0, 0.1) for i in ids}
     assert 150 < sum(s == "eval" for s in splits.values()) < 250
     assert splits == {i: split_of(i, 0, 0.1) for i in reversed(ids)}  # order-free: adding pieces moves nothing
@@ -350,7 +355,7 @@ def test_relabelling_and_resplitting_need_no_conversion(built, tmp_path):
     assert records["folk-banish"]["labels"] == {"period": "Folk", "composer": "Anonymous, Trad",
                                                 "instrumentation": "Fiddle"}
     assert records["chorale-bwv66.6"]["labels"] is None
-    assert all(r["split"] == split_of(r["id"], 5, 0.5) for r in records.values())
+    assert all(r["split"] == split_of(r["group"], 5, 0.5) for r in records.values())
 
 
 def test_same_music_under_another_title_is_a_duplicate(tmp_path):

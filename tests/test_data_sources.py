@@ -6,13 +6,19 @@ import shutil
 import zipfile
 from collections import Counter
 
+from score_fixtures import PIANO, STRINGS, VOICE, Movement, Score, musicxml, tune
+
 from notagen.data.sources import (
     MAX_FILE_BYTES,
+    MAX_PIECE_ID,
+    MUSIC21_REPOSITORY,
     dedupe_ids,
+    default_work,
     discover_inputs,
     discover_music21_corpus,
     make_piece_id,
     music21_corpus_dir,
+    public_url,
     split_abc_tunes,
 )
 
@@ -77,6 +83,10 @@ def test_valid_mxl_and_utf16_xml_pass_preflight(tmp_path):
 def test_piece_ids_are_safe_and_unique():
     assert make_piece_id("bach/bwv66.6.mxl") == "bach-bwv66.6"
     assert make_piece_id("my folder/a tune.abc", 7) == "my_folder-a_tune-0007"
+    assert make_piece_id("Lieder/Holmès,_Augusta/_/Noël_(1890)/lc1.mxl", movement=2) == \
+        "Lieder-Holmes_Augusta-Noel_1890-lc1-m02"
+    long = make_piece_id("x/" + "very_long_title_" * 20 + "/lc1.mxl")
+    assert len(long) <= MAX_PIECE_ID and long != make_piece_id("x/" + "very_long_title_" * 20 + "/lc2.mxl")
     found = discover_inputs([CORPUS / "schumann_robert" / "dichterliebe_no2.xml"])
     job = found.jobs[0]
     twins = dedupe_ids([job, job.__class__(**{**job.__dict__, "hash": "0123456789abcdef"})])
@@ -102,9 +112,45 @@ def test_music21_corpus_policy():
     assert "non-commercial" in skipped["music21/corpus/essenFolksong/han1.abc"].reason
     palestrina = next(j for j in found.jobs if j.collection == "palestrina")
     assert "John Miller" in palestrina.licence
+    # Provenance: the music21 repository at the installed release's tag, the file's path in it.
+    chorale = next(j for j in found.jobs if j.source == "music21/corpus/bach/bwv66.6.mxl")
+    assert chorale.repository == MUSIC21_REPOSITORY and chorale.repo_path == "music21/corpus/bach/bwv66.6.mxl"
+    assert chorale.commit and chorale.commit.startswith("v") and chorale.work == "music21/bach/bwv66.6.mxl"
+    # Works: the movements of a quartet stored one per file, the sections of one mass (its !!!OPR: record).
+    works = {j.source.removeprefix("music21/corpus/"): j.work for j in found.jobs}
+    assert works["beethoven/opus18no1/movement1.mxl"] == works["beethoven/opus18no1/movement4.mxl"] == \
+        "music21/beethoven/opus18no1"
+    assert works["palestrina/Credo_10_a.krn"] == works["palestrina/Credo_10_b.krn"] == works[
+        "palestrina/Agnus_01.krn"] == "music21/palestrina/Missa De Beata Marie Virginis (III)"
+    assert works["palestrina/Kyrie_03_a.krn"] != works["palestrina/Agnus_01.krn"]
+    folk = [j for j in found.jobs if j.source.startswith("music21/corpus/oneills1850/0001-0050.abc#")]
+    assert len({j.work for j in folk}) == len(folk) > 1  # every tune of a tune book is its own work
 
 
 def test_music21_corpus_with_essen():
     found = discover_music21_corpus(include_essen=True)
     essen = [j for j in found.jobs if j.collection == "essenFolksong"]
     assert len(essen) > 8000 and "non-commercial" in essen[0].licence
+
+
+def test_a_multi_movement_file_in_a_plain_folder_gives_one_job_per_movement(tmp_path):
+    score = Score(STRINGS, [Movement(tune(1), heading="I."), Movement(tune(2), heading="II."),
+                            Movement(tune(3), heading="III.")])
+    (tmp_path / "quartet.xml").write_text(musicxml(score), encoding="utf-8")
+    (tmp_path / "song.xml").write_text(musicxml(Score((VOICE, PIANO), [Movement(tune(4))])), encoding="utf-8")
+    found = discover_inputs([tmp_path])
+    jobs = {j.source.rsplit("/", 1)[-1]: j for j in found.jobs}
+    assert sorted(jobs) == ["quartet.xml#m1", "quartet.xml#m2", "quartet.xml#m3", "song.xml"]
+    assert jobs["quartet.xml#m3"].measures == (12, 18) and jobs["quartet.xml#m3"].piece_id == "quartet-m03"
+    assert len({j.work for j in found.jobs}) == 2 and len({j.hash for j in found.jobs}) == 4
+    assert all(j.repository is None and j.labels is None for j in found.jobs)
+
+
+def test_default_work_and_public_urls():
+    assert default_work("scores", "opus18no1/movement2.mxl") == "scores/opus18no1"
+    assert default_work("scores", "opus18no1/Movement_3.xml") == "scores/opus18no1"
+    assert default_work("scores", "movement2.mxl") == "scores/movement2.mxl"   # no folder: the file is the work
+    assert default_work("scores", "songs/lied.mxl") == "scores/songs/lied.mxl"
+    assert public_url("git@github.com:OpenScore/Lieder.git") == "https://github.com/OpenScore/Lieder"
+    assert public_url("https://github.com/OpenScore/Lieder.git") == "https://github.com/OpenScore/Lieder"
+    assert public_url("/work/.mirror/OpenScore+Lieder/repo") is None and public_url(None) is None

@@ -158,9 +158,10 @@ def test_eval_on_a_built_chorale_dataset_with_perplexity(tmp_path):
     assert main(["eval", str(generated), "--reference", str(tmp_path / "ds"), "--encoder", str(encoder),
                  "--model", str(model_dir), "--out", str(tmp_path / "report"), "--threads", "1"]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["n_reference"] == 6 and report["memorisation"]["indexed_pieces"] == 6
+    n_train = sum(r["split"] == "train" for r in index)  # the split is per group of works: its size varies
+    assert n_train >= 2 and report["n_reference"] == n_train and report["memorisation"]["indexed_pieces"] == n_train
     flagged = report["memorisation"]["flagged"]
     assert [f["name"] for f in flagged] == ["copied.abc"] and flagged[0]["piece"] == train["id"]
     assert flagged[0]["bars"] >= 8
-    assert report["perplexity"]["n"] == 2 and 1.0 < report["perplexity"]["perplexity"] < 200
+    assert report["perplexity"]["n"] == len(index) - n_train and 1.0 < report["perplexity"]["perplexity"] < 200
     assert report["acs"]["n"] == 2 and report["label_accuracy"]["period"]["skipped"]

@@ -6,6 +6,11 @@ rest-reduced training texts. The parent discovers inputs, schedules pieces, writ
 appends one line per piece to a journal (`.build/journal.jsonl`); the index, split and reports are derived from the
 journal at the end, so an interrupted build (even `kill -9`) resumes where it stopped and re-running an unchanged
 build converts nothing.
+
+The split is per group, not per piece: a group is a work (all movements of a quartet, all sections of a mass; see
+`notagen.data.sources`) joined with every work that holds a near-duplicate of one of its
+pieces (`notagen.data.similarity`), so neither a movement nor the same tune in another collection can leak from
+train into eval.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from notagen.data.labels import Labeller, load_label_rules
+from notagen.data.labels import LABEL_FIELDS, Labeller, load_label_rules
+from notagen.data.similarity import group_pieces, near_duplicate_pairs
 from notagen.data.sources import (
     CORPUS_SOURCE_PREFIX,
     Discovery,
@@ -39,7 +45,7 @@ from notagen.data.sources import (
 from notagen.errors import ConversionError, InputError, NotaGenError
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
 
-PIPELINE_VERSION = "2"  # bump when a change in conversion makes old piece files stale
+PIPELINE_VERSION = "3"  # bump when conversion changes make old piece files stale (3: durations verified, melody prints)
 JOURNAL = Path(".build") / "journal.jsonl"
 RETRIED_KINDS = {"timeout", "worker crash"}  # load-dependent failures: tried again on the next run
 
@@ -148,17 +154,21 @@ def convert_piece(job: Job, options: BuildOptions) -> tuple[dict[str, Any], dict
     from notagen.abc.transpose import KEYS, transpose
     from notagen.convert import abc_tune_to_musicxml, convert_musicxml, score_to_musicxml, verify_abc
     from notagen.data.dataset import original_key_name
+    from notagen.data.movements import extract_movement
+    from notagen.data.similarity import melody_shingles
     from notagen.events import musicxml_events
 
     try:
-        if job.merge_tunes:
+        if job.measures is not None:
+            source_xml = extract_movement(score_to_musicxml(job.path), *job.measures)
+        elif job.merge_tunes:
             source_xml = _merge_tunes_to_musicxml(job.path)
         elif job.text is not None:
             source_xml = abc_tune_to_musicxml(job.text)
         else:
             utf16 = _utf16_text(job.path) if job.format == "musicxml" else None
             source_xml = utf16 if utf16 is not None else score_to_musicxml(job.path)
-    except NotaGenError as error:
+    except (NotaGenError, ValueError) as error:
         raise PieceFailure("parse error", f"parse error: {_strip_path(error, job.path)}") from error
     source_events = musicxml_events(source_xml)
     if not source_events:
@@ -200,6 +210,7 @@ def convert_piece(job: Job, options: BuildOptions) -> tuple[dict[str, Any], dict
         "verified": verified,
         "verification": verification,
         "norm": content_hash(normalise_for_dedup(interleaved)),
+        "melody": melody_shingles(source_events),
     }
     return record, {"standard": standard, "interleaved": interleaved, "keys": keys}
 
@@ -288,15 +299,16 @@ class Journal:
         self._handle.close()
 
 
-def split_of(piece_id: str, seed: int, eval_fraction: float) -> str:
-    """Per-piece split from a hash of (seed, id): adding pieces never moves the others."""
-    return "eval" if _split_score(piece_id, seed) < eval_fraction else "train"
+def split_of(group: str, seed: int, eval_fraction: float) -> str:
+    """Split of a group (a work and its near-duplicates) from a hash of (seed, group name): adding pieces never moves
+    the others, unless a new piece joins two groups into one."""
+    return "eval" if _split_score(group, seed) < eval_fraction else "train"
 
 
-def _split_score(piece_id: str, seed: int) -> float:
+def _split_score(group: str, seed: int) -> float:
     import hashlib
 
-    return int(hashlib.sha256(f"{seed}/{piece_id}".encode()).hexdigest()[:12], 16) / 16**12
+    return int(hashlib.sha256(f"{seed}/{group}".encode()).hexdigest()[:12], 16) / 16**12
 
 
 def _run_serial(jobs: list[Job], options: BuildOptions) -> Iterator[dict[str, Any]]:
@@ -399,6 +411,7 @@ def _kind_of_skip(skip: Skip) -> str:
     for prefix, kind in (("duplicate", "duplicate"), ("empty", "empty"), ("too large", "too large"),
                          ("corrupt", "corrupt"), ("binary", "binary"), ("not XML", "not a score"),
                          ("not a score", "not a score"), ("no such", "missing"), ("unreadable", "unreadable"),
+                         ("no MusicXML", "no MusicXML"),
                          ("unsupported", "unsupported")):
         if reason.startswith(prefix):
             return kind
@@ -501,6 +514,10 @@ def build_dataset(
     return summary
 
 
+def _label_key(labels: dict[str, str] | None) -> str:
+    return " / ".join(labels[f] for f in LABEL_FIELDS) if labels else "(unlabelled)"
+
+
 def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, keys: dict[str, str],
               labeller: Labeller, corpus_jobs: set[str], options: BuildOptions, eval_fraction: float, seed: int,
               converted_now: int, started: float, build_options: dict[str, Any]) -> BuildSummary:
@@ -509,36 +526,49 @@ def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, k
     source_of = {job.piece_id: job.source for job in jobs}
     records: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
+    melodies: dict[str, list[int]] = {}
     for job in jobs:
+        labels = labeller.labels_for(job.rel, job.path, corpus=job.piece_id in corpus_jobs, metadata=job.labels)
         entry = journal.entries.get(keys[job.piece_id])
+        problem = {"source": job.source, "collection": job.collection, "labels": _label_key(labels)}
         if entry is None:
-            failures.append({"source": job.source, "collection": job.collection, "kind": "not built",
-                             "reason": "not built (build interrupted?)"})
+            failures.append({**problem, "kind": "not built", "reason": "not built (build interrupted?)"})
             continue
         if entry["status"] != "ok":
-            failures.append({"source": job.source, "collection": job.collection, "kind": entry["kind"],
-                             "reason": entry["reason"]})
+            failures.append({**problem, "kind": entry["kind"], "reason": entry["reason"]})
             continue
         if job.piece_id in losers:
-            failures.append({"source": job.source, "collection": job.collection, "kind": "duplicate",
+            failures.append({**problem, "kind": "duplicate",
                              "reason": f"duplicate of {source_of[losers[job.piece_id]]} (same interleaved text)"})
             _piece_path(out, job.piece_id).unlink(missing_ok=True)
             continue
         fields = entry["record"]
         record = {
             "id": job.piece_id, "source": job.source, "collection": job.collection, "licence": job.licence,
-            "labels": labeller.labels_for(job.rel, job.path, corpus=job.piece_id in corpus_jobs),
+            "labels": labels,
             "key": fields["key"], "bars": fields["bars"], "voices": fields["voices"], "chars": fields["chars"],
             "split": "train", "hash": job.hash, "verified": fields["verified"],
+            "repository": job.repository, "commit": job.commit, "path": job.repo_path or job.source,
+            "work": job.work or job.piece_id, "group": "", "movement": job.movement, "title": job.title or None,
         }
+        if not labels and job.label_note:
+            record["label_note"] = job.label_note
         if not fields["verified"]:
             record["verification"] = fields["verification"]
         records.append(record)
+        melodies[job.piece_id] = fields.get("melody") or []
+    near = near_duplicate_pairs(melodies)
+    groups = group_pieces({r["id"]: r["work"] for r in records}, near)
     for record in records:
-        record["split"] = split_of(record["id"], seed, eval_fraction)
-    if eval_fraction > 0 and len(records) >= 2 and not any(r["split"] == "eval" for r in records):
-        # Tiny datasets: the hash put nothing in eval; take the piece closest to the threshold.
-        min(records, key=lambda r: _split_score(r["id"], seed))["split"] = "eval"
+        record["group"] = groups[record["id"]]
+        record["split"] = split_of(record["group"], seed, eval_fraction)
+    if eval_fraction > 0 and len({r["group"] for r in records}) >= 2 and not any(r["split"] == "eval"
+                                                                                for r in records):
+        # Tiny datasets: the hash put nothing in eval; take the group closest to the threshold.
+        chosen = min((r["group"] for r in records), key=lambda g: _split_score(g, seed))
+        for record in records:
+            if record["group"] == chosen:
+                record["split"] = "eval"
 
     # Piece files not in the index (removed inputs, changed options) are stale.
     wanted = {r["id"] for r in records}
@@ -546,8 +576,8 @@ def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, k
         if path.stem not in wanted:
             path.unlink(missing_ok=True)
 
-    skipped = [{"source": s.source, "collection": s.collection, "kind": _kind_of_skip(s), "reason": s.reason}
-               for s in skips]
+    skipped = [{"source": s.source, "collection": s.collection, "labels": _label_key(None), "kind": _kind_of_skip(s),
+                "reason": s.reason} for s in skips]
     counts: dict[str, dict[str, int]] = defaultdict(Counter)  # type: ignore[arg-type]
     for item in skipped + failures:
         kind = item["kind"]
@@ -558,6 +588,8 @@ def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, k
         bucket[record["split"]] += 1
         bucket["labelled"] += bool(record["labels"])
         bucket["unverified"] += not record["verified"]
+        bucket["bars"] += record["bars"]
+        bucket["chars"] += record["chars"]
     for bucket in counts.values():
         bucket["inputs"] = sum(bucket[k] for k in ("built", "failed", "duplicate", "excluded"))
     counts_plain = {name: dict(sorted(c.items())) for name, c in sorted(counts.items())}
@@ -570,10 +602,15 @@ def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, k
               "failed": sum(f["kind"] != "duplicate" for f in problems),
               "duplicate": sum(f["kind"] == "duplicate" for f in problems),
               "excluded": sum(f["kind"] == "excluded" for f in skipped),
-              "chars": sum(r["chars"] for r in records)}
+              "bars": sum(r["bars"] for r in records),
+              "chars": sum(r["chars"] for r in records),
+              "works": len({r["work"] for r in records}), "groups": len({r["group"] for r in records})}
 
     atomic_write_text(out / "index.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     report = {"totals": totals, "reasons": dict(sorted(reasons.items())), "collections": counts_plain,
+              "labels": _label_table(records, problems),
+              "label_totals": _label_table(records, problems, by_collection=False),
+              "grouping": _grouping_summary(records, near),
               "failures": failures + [s for s in skipped if s["kind"] != "excluded"],
               "excluded": [s for s in skipped if s["kind"] == "excluded"]}
     atomic_write_json(out / "report.json", report)
@@ -584,12 +621,71 @@ def _finalise(out: Path, jobs: list[Job], skips: list[Skip], journal: Journal, k
     atomic_write_json(out / "manifest.json", {
         "format": "notagen-dataset", "format_version": 1, "pipeline_version": PIPELINE_VERSION,
         "notagen_version": __version__, "options": build_options, "counts": totals,
-        "collections": counts_plain, "keys": _key_list(),
+        "collections": counts_plain, "sources": _source_list(records), "keys": _key_list(),
         "last_build": {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "seconds": round(seconds, 1), "converted": converted_now},
     })
     return BuildSummary(out=out, built=len(records), failed=totals["failed"], excluded=totals["excluded"],
                         converted_now=converted_now, seconds=seconds, counts=counts_plain)
+
+
+LABEL_TRAIN_TARGET = 20  # train pieces a label needs before fine-tuning on it is worth reporting as "usable"
+
+
+def _label_table(records: list[dict[str, Any]], problems: list[dict[str, Any]],
+                 by_collection: bool = True) -> list[dict[str, Any]]:
+    """One row per (collection, label), or per label over all collections: pieces built (train / eval), bars,
+    characters, refusals by kind."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def row(collection: str, label: str) -> dict[str, Any]:
+        key = (collection if by_collection else "", label)
+        if key not in rows:
+            where = {"collection": collection} if by_collection else {"collections": []}
+            rows[key] = {**where, "label": label, "built": 0, "train": 0, "eval": 0, "bars": 0, "chars": 0,
+                         "refused": {}}
+        if not by_collection and collection not in rows[key]["collections"]:
+            rows[key]["collections"].append(collection)
+        return rows[key]
+
+    for record in records:
+        item = row(record["collection"], _label_key(record["labels"]))
+        item["built"] += 1
+        item[record["split"]] += 1
+        item["bars"] += record["bars"]
+        item["chars"] += record["chars"]
+    for problem in problems:
+        refused = row(problem["collection"], problem.get("labels") or _label_key(None))["refused"]
+        refused[problem["kind"]] = refused.get(problem["kind"], 0) + 1
+    if by_collection:
+        return sorted(rows.values(), key=lambda r: (r["collection"], r["label"] == "(unlabelled)", -r["train"],
+                                                    r["label"]))
+    for item in rows.values():
+        item["collections"].sort()
+    return sorted(rows.values(), key=lambda r: (r["label"] == "(unlabelled)", -r["train"], r["label"]))
+
+
+def _grouping_summary(records: list[dict[str, Any]], near: list[tuple[str, str, float]]) -> dict[str, Any]:
+    """How the split units were formed: works, near-duplicate pairs, and the largest groups (to spot a bad join)."""
+    members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        members[record["group"]].append(record)
+    joined = {g: m for g, m in members.items() if len({r["work"] for r in m}) > 1}
+    largest = sorted(joined.items(), key=lambda item: -len(item[1]))[:10]
+    return {"near_duplicate_pairs": len(near), "groups_joining_works": len(joined),
+            "pieces_in_joined_groups": sum(len(m) for m in joined.values()),
+            "largest": [{"group": g, "pieces": len(m), "works": len({r["work"] for r in m}),
+                         "collections": sorted({r["collection"] for r in m}),
+                         "examples": sorted(r["source"] for r in m)[:3]} for g, m in largest],
+            "pairs": [list(pair) for pair in near]}
+
+
+def _source_list(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each (collection, repository, commit, licence) the dataset was built from, with its piece count."""
+    sources: Counter[tuple[Any, ...]] = Counter(
+        (r["collection"], r.get("repository"), r.get("commit"), r["licence"]) for r in records)
+    return [{"collection": c, "repository": repo, "commit": commit, "licence": licence, "pieces": n}
+            for (c, repo, commit, licence), n in sorted(sources.items(), key=lambda item: str(item[0]))]
 
 
 def _music21_version() -> str:
@@ -604,18 +700,44 @@ def _key_list() -> list[str]:
     return list(KEYS)
 
 
+def _refused(row: dict[str, Any]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(row["refused"].items())) or "-"
+
+
 def _report_markdown(report: dict[str, Any]) -> str:
     totals = report["totals"]
+    grouping = report["grouping"]
+    usable = [r for r in report["label_totals"] if r["label"] != "(unlabelled)" and r["train"] >= LABEL_TRAIN_TARGET]
     lines = ["# Dataset build report", "",
              f"Built **{totals['built']}** pieces ({totals['train']} train / {totals['eval']} eval, "
-             f"{totals['labelled']} labelled, {totals['unverified']} unverified kept), {totals['chars']} chars. "
+             f"{totals['labelled']} labelled, {totals['unverified']} unverified kept), {totals['bars']} bars, "
+             f"{totals['chars']} chars, from {totals['works']} works in {totals['groups']} split groups. "
              f"Failed: {totals['failed']}; duplicates: {totals['duplicate']}; excluded by policy: "
-             f"{totals['excluded']}.", "", "## Per collection", "",
-             "| collection | inputs | built | train | eval | labelled | failed | duplicate | excluded |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{totals['excluded']}.", "",
+             f"Labels with at least {LABEL_TRAIN_TARGET} train pieces (all collections): **{len(usable)}**.", "",
+             "## Per label (all collections)", "",
+             "| period / composer / instrumentation | collections | built | train | eval | bars | chars | refused |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in report["label_totals"]:
+        lines.append(f"| {row['label']} | {', '.join(row['collections'])} | {row['built']} | {row['train']} | "
+                     f"{row['eval']} | {row['bars']} | {row['chars']} | {_refused(row)} |")
+    lines += ["", "## Per collection", "",
+             "| collection | inputs | built | train | eval | labelled | bars | chars | failed | duplicate | excluded |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in report["collections"].items():
         lines.append(f"| {name} | " + " | ".join(str(c.get(k, 0)) for k in (
-            "inputs", "built", "train", "eval", "labelled", "failed", "duplicate", "excluded")) + " |")
+            "inputs", "built", "train", "eval", "labelled", "bars", "chars", "failed", "duplicate", "excluded")) + " |")
+    lines += ["", "## Per collection and label", "",
+              "| collection | period / composer / instrumentation | built | train | eval | bars | chars | refused |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in report["labels"]:
+        lines.append(f"| {row['collection']} | {row['label']} | {row['built']} | {row['train']} | {row['eval']} | "
+                     f"{row['bars']} | {row['chars']} | {_refused(row)} |")
+    lines += ["", "## Split groups", "",
+              f"{grouping['near_duplicate_pairs']} near-duplicate pairs joined {grouping['groups_joining_works']} "
+              f"groups of several works ({grouping['pieces_in_joined_groups']} pieces). Largest:", ""]
+    lines += [f"* {g['pieces']} pieces, {g['works']} works ({', '.join(g['collections'])}), e.g. "
+              + ", ".join(f"`{e}`" for e in g["examples"]) for g in grouping["largest"]] or ["None."]
     lines += ["", "## Reasons", "", "| reason | count |", "|---|---|"]
     lines += [f"| {kind} | {count} |" for kind, count in report["reasons"].items()]
     lines += ["", "## Failures and duplicates", ""]
@@ -676,10 +798,15 @@ def build_command(
     """Build a verified training dataset (interleaved ABC in 15 keys) from scores.
 
     Inputs are files and folders of MusicXML (.xml, .musicxml, .mxl), ABC (.abc; every X: tune of a multi-tune
-    file is a piece) and Humdrum (.krn), and/or the music21 corpus. Each piece is converted to NotaGen's ABC,
-    converted back, and kept only if its note events (onset, pitch, duration) match the source. Re-running
-    resumes: pieces already built are not converted again. Every failure is printed as one line and listed in
-    DIR/report.json; the build goes on.
+    file is a piece) and Humdrum (.krn), and/or the music21 corpus. A MusicXML file holding several movements
+    gives one piece per movement. A clone of an OpenScore collection (Lieder, String Quartets: a `scores/` folder
+    and `data/composers.tsv`) is read with its metadata: every piece is labelled (period from the composer's
+    dates, composer "Last, First", instrumentation from the parts) and records the repository, commit and path.
+    Each piece is converted to NotaGen's ABC, converted back, and kept only if its note events (onset, pitch,
+    duration) match the source. The eval split takes whole groups: a work (all its movements) with every work
+    holding a near-duplicate of one of its pieces. Re-running resumes: pieces already built are not converted
+    again. Every failure is printed as one line and listed in DIR/report.json; DIR/report.md counts pieces,
+    refusals, bars and characters per collection and label; the build goes on.
 
     Args:
         inputs: score files and folders (may be empty with --corpus).
@@ -690,7 +817,8 @@ def build_command(
         include_essen: include the Essen folksongs (non-commercial licence) from the music21 corpus.
         keep_unverified: keep pieces whose round trip loses notes (flagged "verified": false in the index).
         strict: exit non-zero if any input failed.
-        eval_fraction: fraction of pieces in the eval split (per piece, stable under additions).
+        eval_fraction: fraction of groups (works and their near-duplicates) in the eval split; stable under
+            additions.
         seed: split seed.
         max_chars: exclude pieces whose interleaved ABC is longer than this (default: no limit).
         timeout: seconds allowed per piece before it is reported as "timeout".
@@ -700,6 +828,7 @@ def build_command(
 
     Examples:
         notagen data build --corpus music21 --out data/music21 --workers 2
+        notagen data build Lieder StringQuartets --corpus music21 --out data/real
         notagen data build scores/ more/tune.abc --out data/mine --labels labels.yaml --strict
     """
     if not out:

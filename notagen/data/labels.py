@@ -1,21 +1,26 @@
 """(period, composer, instrumentation) labels for built pieces.
 
-Two sources, first match wins: a user mapping file (`--labels FILE`, YAML or CSV: a glob pattern over the piece's
-relative path → period, composer, instrumentation), then, for the music21 corpus, the built-in mapping below
-(corpus.md section 2).
+Three sources, first match wins: a user mapping file (`--labels FILE`, YAML or CSV: a glob pattern over the piece's
+relative path → period, composer, instrumentation); the metadata of a repository collection (OpenScore Lieder and
+String Quartets: composer from the folder name, period from the composer's dates, instrumentation from the parts,
+see `notagen.data.repositories`); then, for the music21 corpus, the built-in mapping below.
 
-Built-in policy: only pieces that fit NotaGen's own label vocabulary (periods Baroque / Classical / Romantic;
-instrumentations Art Song, Chamber, Choral, Keyboard, Orchestral, Vocal-Orchestral) get a label. Renaissance and
-Medieval polyphony (Palestrina, Monteverdi, Josquin, trecento), 20th-century singles and the folk collections get
-**null**: pre-training uses every piece, fine-tuning (`labelled_only=True`) only the labelled ones, so a model
-fine-tuned on this data never sees a prompt it was not meant to know. A mapping file can label them (a new period
-such as "Renaissance" is allowed: the prompt registry comes from the data).
+The vocabulary is NotaGen's (periods Baroque / Classical / Romantic; composers "Last, First" in ASCII;
+instrumentations Art Song, Chamber, Choral, Keyboard, Orchestral, Vocal-Orchestral), extended in the same style
+where the data needs it: periods Medieval and Renaissance, a Traditional period for folk tunes (whose "composer" is
+the collection's compiler), and the Folk Tune instrumentation (one melodic line). A period is given by the
+composer's birth year (`period_of`), with NotaGen's boundaries: its own 62 composers all fall in the period it gave
+them, including Louise Reichardt (1779) in Classical, Emilie Zumsteeg (1796) in Romantic and the 20th-century
+composers (Bartok, Prokofiev, Shostakovich) in Romantic. Pieces with no label (the trecento, 20th-century music21
+singles without a rule, user files) are used by pre-training only: fine-tuning (`labelled_only=True`) never sees a
+prompt nobody chose.
 """
 
 from __future__ import annotations
 
 import csv
 import fnmatch
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +29,61 @@ from unidecode import unidecode
 from notagen.errors import InputError
 
 LABEL_FIELDS = ("period", "composer", "instrumentation")
+
+# First birth year of each period (NotaGen's three, plus Medieval and Renaissance before them).
+PERIOD_BOUNDARIES: tuple[tuple[int, str], ...] = (
+    (1390, "Renaissance"), (1600, "Baroque"), (1710, "Classical"), (1780, "Romantic"))
+EARLIEST_PERIOD = "Medieval"
+TYPICAL_LIFESPAN = 60  # birth year guessed from the death year when only that is known
+ART_SONG_MAX_VOICES = 3  # more sung parts than this with piano: a part-song (Choral), not a song
+CHAMBER_MAX_PARTS = 9    # more instrumental parts than this: an orchestra
+# Catalogue names that NotaGen's prompts spell differently: its spelling wins, so its prompts name the same composer.
+COMPOSER_ALIASES = {"Faisst, Clara Mathilda": "Faisst, Clara"}
+
+
+def period_of(born: int | None, died: int | None = None) -> str | None:
+    """The period of a composer from the birth year (or the death year less TYPICAL_LIFESPAN); None if neither."""
+    year = born if born is not None else (died - TYPICAL_LIFESPAN if died is not None else None)
+    if year is None:
+        return None
+    period = EARLIEST_PERIOD
+    for first_year, name in PERIOD_BOUNDARIES:
+        if year >= first_year:
+            period = name
+    return period
+
+
+def composer_label(name: str) -> str:
+    """ "Last, First" in ASCII from a catalogue name: `Holmès,_Augusta_Mary_Anne` → `Holmes, Augusta Mary Anne`,
+    `Hensel,_Fanny_(Mendelssohn)` → `Hensel, Fanny` (bracketed notes dropped), `Indy,_Vincent_d’` → `Indy,
+    Vincent d'`."""
+    text = re.sub(r"\([^)]*\)", " ", name.replace("_", " "))
+    text = unidecode(text)
+    text = ", ".join(" ".join(part.split()) for part in text.split(",")).strip(" ,")
+    return COMPOSER_ALIASES.get(text, text)
+
+
+def instrumentation_of(families: list[str]) -> str | None:
+    """NotaGen's instrumentation for a list of part families (`notagen.instruments.FAMILIES`, one per part).
+
+    Voices alone: Choral. Voices with piano (or organ, harp...) only: Art Song up to ART_SONG_MAX_VOICES sung parts,
+    Choral above. Voices with other instruments: Vocal-Orchestral from five instrumental parts on, else as with
+    piano. No voice: Keyboard for keyboard parts alone, Chamber up to CHAMBER_MAX_PARTS parts, Orchestral above.
+    None when there are no parts."""
+    if not families:
+        return None
+    voices = sum(f == "voice" for f in families)
+    keyboards = sum(f in ("keyboard", "plucked") for f in families)
+    others = len(families) - voices - keyboards
+    if voices:
+        if not keyboards and not others:
+            return "Choral"
+        if others + keyboards >= 5:
+            return "Vocal-Orchestral"
+        return "Art Song" if voices <= ART_SONG_MAX_VOICES else "Choral"
+    if not others:
+        return "Keyboard"
+    return "Chamber" if len(families) <= CHAMBER_MAX_PARTS else "Orchestral"
 
 
 @dataclass(frozen=True)
@@ -44,6 +104,8 @@ HAYDN = "Haydn, Joseph"
 MOZART = "Mozart, Wolfgang Amadeus"
 SCHUMANN_R = "Schumann, Robert"
 SCHUMANN_C = "Schumann, Clara"
+# Folk tunes: period Traditional, the compiler of the collection as "composer", instrumentation Folk Tune.
+FOLK = ("Traditional", "Folk Tune")
 
 # Built-in labels for the music21 corpus; patterns match paths relative to music21/corpus.
 MUSIC21_RULES: tuple[LabelRule, ...] = (
@@ -67,6 +129,16 @@ MUSIC21_RULES: tuple[LabelRule, ...] = (
     _rule("verdi/*", "Romantic", "Verdi, Giuseppe", "Keyboard"),
     _rule("beach/*", "Romantic", "Beach, Amy", "Choral"),
     _rule("liliuokalani/*", "Romantic", "Liliuokalani", "Choral"),
+    _rule("johnson_j_r/*", "Romantic", "Johnson, J. Rosamond", "Choral"),
+    _rule("schoenberg/*", "Romantic", "Schoenberg, Arnold", "Keyboard"),
+    _rule("webern/*", "Romantic", "Webern, Anton", "Art Song"),
+    _rule("palestrina/*", "Renaissance", "Palestrina, Giovanni Pierluigi da", "Choral"),
+    _rule("monteverdi/*", "Renaissance", "Monteverdi, Claudio", "Choral"),
+    _rule("josquin/*", "Renaissance", "Josquin des Prez", "Choral"),
+    _rule("ciconia/*", "Medieval", "Ciconia, Johannes", "Choral"),
+    _rule("oneills1850/*", FOLK[0], "O'Neill, Francis", FOLK[1]),
+    _rule("ryansMammoth/*", FOLK[0], "Ryan, William Bradbury", FOLK[1]),
+    _rule("airdsAirs/*", FOLK[0], "Aird, James", FOLK[1]),
 )
 
 
@@ -140,11 +212,15 @@ class Labeller:
         self.rules = list(user_rules or [])
         self.builtin = MUSIC21_RULES if builtin_music21 else ()
 
-    def labels_for(self, rel: str, path: str = "", corpus: bool = False) -> dict[str, str] | None:
-        """First matching user rule, else (for corpus pieces) the first matching built-in rule, else None."""
+    def labels_for(self, rel: str, path: str = "", corpus: bool = False,
+                   metadata: tuple[str, str, str] | None = None) -> dict[str, str] | None:
+        """First matching user rule, else the labels from the collection's `metadata`, else (for corpus pieces) the
+        first matching built-in rule, else None."""
         for rule in self.rules:
             if _matches(rule.pattern, rel, path):
                 return dict(rule.labels) if rule.labels else None
+        if metadata is not None:
+            return dict(zip(LABEL_FIELDS, metadata))
         if corpus:
             for rule in self.builtin:
                 if fnmatch.fnmatchcase(rel, rule.pattern):
