@@ -9,7 +9,7 @@ import torch
 from notagen.abc.check import check_abc
 from notagen.config import BOS_ID, EOS_ID, VOCAB_SIZE, ModelConfig
 from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
-from notagen.generation.constraints import StrictDecoder, constrain_logits
+from notagen.generation.constraints import StrictDecoder, sample_strict
 from notagen.generation.postprocess import finish_text
 from notagen.judges import judge_abc
 from notagen.model import NotaGenModel
@@ -109,20 +109,22 @@ def test_ties_slurs_and_ranges():
     assert ")" in allowed(feed(last), ")") and "|" not in allowed(feed(last), "|")   # slurs close by the end
 
 
-def test_top_k_is_kept_and_left_only_when_nothing_there_fits():
+def test_the_model_s_own_choices_are_kept_and_left_only_when_none_fits():
     body = PIECE[len(PROMPT):PIECE.index("[r:1/2]")]
-    decoder = feed(body + "[r:1/2][V:1]c2 d2 e2 d2")
+    decoder = feed(body + "[r:1/2][V:1]c2 d2 e2 d2")                       # the bar is full
+    settings = SamplingSettings(temperature=1.0, top_k=3, top_p=1.0)
     logits = torch.full((1, VOCAB_SIZE), -5.0)
     for rank, char in enumerate("a|b c"):
         logits[0, ord(char)] = 10.0 - rank
-    constrain_logits(logits, [decoder], top_k=3, positions=[3])
-    kept = {chr(i) for i in torch.nonzero(torch.isfinite(logits[0])).flatten().tolist()}
-    assert kept == {"|"}                                                    # " " is allowed but not in the top 3
+    # the top 3 are a | b: only | is allowed, so every draw gives |, never " " (allowed, but not among the top 3)
+    draws = {sample_strict(logits, [decoder], settings, torch.tensor([u]), [3])[0] for u in (0.0, 0.3, 0.6, 0.99)}
+    assert draws == {ord("|")}
     logits = torch.full((1, VOCAB_SIZE), -5.0)
     logits[0, ord("a")] = 10.0
-    constrain_logits(logits, [decoder], top_k=1, positions=[3])
-    kept = {chr(i) for i in torch.nonzero(torch.isfinite(logits[0])).flatten().tolist()}
-    assert "a" not in kept and "|" in kept                                  # nothing in the top 1 fits
+    logits[0, ord(" ")] = 2.0
+    char = sample_strict(logits, [decoder], SamplingSettings(top_k=1), None, [3])[0]
+    assert chr(char) in "| "                                                # nothing in the top 1 fits
+    assert sample_strict(logits, [None], SamplingSettings(top_k=1), None, [3])[0] == ord("a")
 
 
 def test_a_given_score_that_breaks_the_rules_turns_the_decoder_off():

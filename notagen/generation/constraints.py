@@ -53,6 +53,7 @@ from notagen.abc.music import (
     unit_length,
 )
 from notagen.config import BOS_ID, EOS_ID
+from notagen.generation.sampling import SamplingSettings, filtered_distribution, sample
 from notagen.instruments import octave_shift, voice_instruments
 
 CHECKED = 16
@@ -854,8 +855,8 @@ class StrictDecoder:
             if not length:
                 return target.startswith(pitch_text) and (pitch_text != target or self._partial_length("", reader))
             return target == pitch_text and self._partial_length(length, reader)
-        if letter is None:  # an accidental so far: some letter must fit after it
-            return any(self._partial_note(text + option, reader) for option in "CDEFGABcdefgab")
+        if letter is None:  # an accidental so far: some letter (or a double accidental) must fit after it
+            return any(self._partial_note(text + option, reader) for option in _after_accidental(accidental))
         if not self._pitch_ok(accidental, letter, octave, reader, complete=bool(length)):
             return False
         return self._partial_length(length, reader)
@@ -897,7 +898,7 @@ class StrictDecoder:
         if not closed:
             if inside.endswith(("^", "_", "=")) or not members:  # some note must fit next
                 return len(members) < MAX_CHORD and any(self._partial_bracket(text + option, reader)
-                                                        for option in "CDEFGABcdefgab")
+                                                        for option in _after_accidental(_trailing_accidental(inside)))
             return self._partial_length("", reader)
         return len(members) >= 2 and self._partial_length(text[text.index("]") + 1:], reader)
 
@@ -912,7 +913,7 @@ class StrictDecoder:
         if len(notes) + bool(trailing) > MAX_GRACE or (closed and not notes):
             return False
         if trailing:  # some note must fit after the accidental
-            return any(self._partial_grace(text + option, reader) for option in "CDEFGABcdefgab")
+            return any(self._partial_grace(text + option, reader) for option in _after_accidental(trailing))
         for index, match in enumerate(notes):
             complete = closed or index < len(notes) - 1 or bool(match.group(4))
             if not self._pitch_ok(match.group(1) or "", match.group(2), match.group(3), reader, complete):
@@ -1021,43 +1022,71 @@ _GIVEN_BARLINES = tuple(sorted({"|", "||", "|]", "[|", "|:", ":|", "::", ":|]", 
                                | {f"{b}{v}" for b in ("|", ":|") for v in "1234"}))
 
 
+def _after_accidental(accidental: str) -> str:
+    """What may follow an accidental being written: a note letter, or the second sign of `^^` / `__`."""
+    return "CDEFGABcdefgab" + (accidental if accidental in ("^", "_") else "")
+
+
 def _trailing_accidental(text: str) -> str:
     match = re.search(r"(\^\^|\^|__|_|=)$", text)
     return match.group(0) if match else ""
 
 
-def constrain_logits(logits: Tensor, decoders: list[StrictDecoder | None], top_k: int, positions: list[int]) -> None:
-    """Strict decoding for a batch of rows: keep, in `logits` [B, V] (in place), only each row's allowed characters
-    among the sampler's top-k candidates, or, where none of those is allowed, every allowed character. Rows whose
-    decoder is None (or stands aside) are left as they are."""
+def sample_strict(logits: Tensor, decoders: list[StrictDecoder | None], settings: SamplingSettings,
+                  uniforms: Tensor | None, positions: list[int]) -> list[int]:
+    """Draw one character per row of `logits` [B, V], keeping strictly decoded rows valid.
+
+    A row is sampled as `notagen.generation.sampling.sample` would, but from the characters its decoder allows:
+    first among the survivors of the model's own top-k / top-p (only those are checked, a few per step), with the
+    same uniform, i.e. from the model's distribution conditioned on validity; when none of them is allowed, from the
+    allowed characters among the top-k, then among all. Rows without a decoder (or whose decoder stands aside)
+    are sampled as usual.
+    """
+    tokens = sample(logits, settings, uniforms).tolist()
     rows = [i for i, decoder in enumerate(decoders) if decoder is not None and not decoder.disabled]
     if not rows:
-        return
-    wanted = min(top_k if top_k > 0 else CHECKED, logits.size(-1))
-    values, ids = torch.topk(logits[rows], wanted, dim=-1)
-    masked_rows: list[int] = []
-    kept_rows: list[int] = []
-    kept_chars: list[int] = []
-    for row, row_values, row_ids in zip(rows, values.tolist(), ids.tolist()):
+        return tokens
+    if settings.greedy:
+        ids = torch.argsort(logits[rows], dim=-1, descending=True).tolist()
+        for row, order in zip(rows, ids):
+            decoder = decoders[row]
+            assert decoder is not None
+            best = next((char for char in order if decoder.allows(char, positions[row])), None)
+            if best is None:
+                decoder.fallback([], positions[row])
+            else:
+                tokens[row] = best
+        return tokens
+    probs, ids = filtered_distribution(logits[rows], settings)
+    for row, row_probs, row_ids in zip(rows, probs.tolist(), ids.tolist()):
         decoder = decoders[row]
         assert decoder is not None
-        candidates = [char for value, char in zip(row_values, row_ids) if value != float("-inf")]
-        allowed = decoder.choose(candidates, positions[row])
-        if not allowed:
-            order = torch.argsort(logits[row], descending=True).tolist()
-            allowed = decoder.fallback(order, positions[row])
-            if not allowed:
-                continue
-            if not torch.isfinite(logits[row, allowed]).any():  # allowed, but given no weight at all by the model
-                logits[row, allowed] = 0.0
-        masked_rows.append(row)
-        kept_rows.extend([row] * len(allowed))
-        kept_chars.extend(allowed)
-    if masked_rows:
-        keep = torch.zeros(len(masked_rows), logits.size(-1), dtype=torch.bool, device=logits.device)
-        index = {row: i for i, row in enumerate(masked_rows)}
-        keep[[index[row] for row in kept_rows], kept_chars] = True
-        logits[masked_rows] = logits[masked_rows].masked_fill(~keep, float("-inf"))
+        survivors = [(char, p) for char, p in zip(row_ids, row_probs) if p > 0]
+        allowed = [(char, p) for char, p in survivors if decoder.allows(char, positions[row])]
+        if len(allowed) == len(survivors):
+            continue  # every survivor is allowed: the usual draw stands
+        u = float(uniforms[row]) if uniforms is not None else 0.5
+        if allowed:
+            total = sum(p for _, p in allowed)
+            cumulative = 0.0
+            tokens[row] = allowed[-1][0]
+            for char, p in allowed:
+                cumulative += p
+                if u * total < cumulative:
+                    tokens[row] = char
+                    break
+            continue
+        # Nothing the model would sample fits: the allowed characters among its top-k, else among all.
+        order = torch.argsort(logits[row], descending=True).tolist()
+        wanted = min(settings.top_k if settings.top_k > 0 else CHECKED, len(order))
+        chars = decoder.choose(order[:wanted], positions[row]) or decoder.fallback(order, positions[row])
+        if not chars:
+            continue
+        masked = torch.full_like(logits[row], float("-inf"))
+        masked[chars] = logits[row, chars] if torch.isfinite(logits[row, chars]).any() else 0.0
+        tokens[row] = int(sample(masked.unsqueeze(0), settings, uniforms[row:row + 1] if uniforms is not None
+                                 else None)[0])
+    return tokens
 
 
-__all__ = ["CHECKED", "DECORATIONS", "LENGTHS", "METERS", "StrictDecoder", "constrain_logits"]
+__all__ = ["CHECKED", "DECORATIONS", "LENGTHS", "METERS", "StrictDecoder", "sample_strict"]

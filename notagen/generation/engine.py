@@ -33,8 +33,8 @@ from torch import Tensor
 
 from notagen.config import EOS_ID
 from notagen.generation.cache import KVCache
-from notagen.generation.constraints import StrictDecoder, constrain_logits
-from notagen.generation.sampling import SamplingSettings, UniformStreams, sample
+from notagen.generation.constraints import StrictDecoder, sample_strict
+from notagen.generation.sampling import SamplingSettings, UniformStreams
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer, is_eos_patch
 
@@ -244,10 +244,6 @@ class PieceState:
         new = self.chars[len(self.prefix):]
         return self.line + "".join(chr(c) for c in new if c != EOS_ID)
 
-    def constrain(self, logits: Tensor, sampling: SamplingSettings) -> None:
-        """Strict decoding: leave only the characters that keep the piece valid in this piece's next-char logits
-        [V] (in place)."""
-        constrain_logits(logits.unsqueeze(0), [self.decoder], sampling.top_k, [len(self.chars)])
 
     def accept(self, char: int) -> bool:
         """Add one char to the current patch; True when the patch is complete (its EOS, or 16 chars)."""
@@ -410,15 +406,13 @@ class GenerationEngine:
             tokens: list[int] = [0] * batch
             if sampled:
                 logits = decoder.logits(hidden).float()
-                if sampling.strict:
-                    chosen = set(sampled)
-                    constrain_logits(logits, [s.decoder if i in chosen else None for i, s in enumerate(states)],
-                                     sampling.top_k, [len(s.chars) for s in states])
                 uniforms = None
                 if not sampling.greedy:
                     uniforms = torch.full((batch,), 0.5, device=self.device)
                     uniforms[sampled] = streams.take([states[i].stream for i in sampled])
-                tokens = sample(logits, sampling, uniforms).tolist()
+                chosen = set(sampled)
+                tokens = sample_strict(logits, [s.decoder if i in chosen else None for i, s in enumerate(states)],
+                                       sampling, uniforms, [len(s.chars) for s in states])
             feed = [0] * batch
             for i, state in enumerate(states):
                 if state.patch_done:

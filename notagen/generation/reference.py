@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from notagen.config import PAD_ID, VOCAB_SIZE, ModelConfig
+from notagen.generation.constraints import sample_strict
 from notagen.generation.engine import GeneratedPiece, GenerationLimits, PieceRequest, PieceState
-from notagen.generation.sampling import SamplingSettings, UniformStreams, sample
+from notagen.generation.sampling import SamplingSettings, UniformStreams
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 
@@ -157,9 +158,8 @@ def generate_plain(model: NotaGenModel | ReferenceNotaGen, requests: Sequence[Pi
                         continue
                     char = state.forced_char(position)
                     if char is None:
-                        state.constrain(logits[0], sampling)
                         uniforms = None if sampling.greedy else streams.take([0])
-                        char = int(sample(logits, sampling, uniforms)[0])
+                        char = sample_strict(logits, [state.decoder], sampling, uniforms, [len(state.chars)])[0]
                     chars.append(char)
                     state.accept(char)
                 action, patch = state.finish_patch()
