@@ -282,15 +282,16 @@ def test_resume_follows_the_recipe_for_lr_and_length(dataset, tmp_path):
 
 
 def test_non_finite_gradients_skip_the_update_then_stop_the_run(dataset, tmp_path, monkeypatch):
-    from notagen.train import loop
+    from notagen.model import NotaGenModel
+    from notagen.train.core import TrainingDiverged
 
     trainer = Trainer(tiny(dataset, tmp_path, "max_steps=20"))
     before = params(trainer)
-    original = loop.CharLossSum.forward
-    monkeypatch.setattr(loop.CharLossSum, "forward", lambda self, *a: original(self, *a) * float("nan"))
-    with pytest.raises(loop.TrainingDiverged, match="10 optimizer steps had non-finite gradients"):
+    original = NotaGenModel.forward
+    monkeypatch.setattr(NotaGenModel, "forward", lambda self, *a, **k: original(self, *a, **k) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="10 optimizer steps had non-finite gradients"):
         trainer.train()
-    assert trainer.skipped_steps == 10
+    assert trainer.update.skipped == 10
     assert_same_params(before, params(trainer))  # no NaN reached the weights
 
 
