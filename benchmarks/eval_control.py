@@ -15,11 +15,11 @@ import random
 import time
 from pathlib import Path
 
-from notagen.abc.text import prompt_block
+from notagen.abc.text import body_start, prompt_block
 from notagen.data.dataset import ScoreDataset
 from notagen.io import atomic_write_json, atomic_write_text
 from notagen.metrics.evaluate import evaluate
-from notagen.patchilizer import body_start, split_lines
+from notagen.patchilizer import split_lines
 
 
 def export(dataset: ScoreDataset, out: Path, limit: int, shuffle: bool, seed: int) -> int:

@@ -22,9 +22,9 @@ import torch
 
 from notagen.checkpoint import default_checkpoint_path, load_checkpoint
 from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
-from notagen.generation.cli import prompt_context
 from notagen.generation.postprocess import finish_text
 from notagen.judges import judge_abc
+from notagen.prompt import Prompt, prompt_context
 
 RESULTS = Path(__file__).parent / "results" / "strict_decoding.json"
 
@@ -47,7 +47,7 @@ def main() -> None:
     loaded = load_checkpoint(default_checkpoint_path())
     engine = GenerationEngine(loaded.model)
     limits = GenerationLimits(max_bars=args.max_bars)
-    requests = [PieceRequest(prompt_context(prompt), seed=1000 * p + i)
+    requests = [PieceRequest(prompt_context(Prompt.of(prompt)), seed=1000 * p + i)
                 for p, prompt in enumerate(loaded.prompts) for i in range(args.pieces)]
     totals: dict[tuple[int, bool], dict] = {}
     for round_index in range(args.rounds):

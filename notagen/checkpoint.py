@@ -19,13 +19,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import pickle
 import re
-import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +36,7 @@ from torch import Tensor, nn
 from notagen.config import VOCAB_SIZE, ModelConfig
 from notagen.errors import CheckpointError, ConfigError
 from notagen.hub import prompts_for
-from notagen.io import atomic_write_json
+from notagen.io import atomic_path, atomic_write_json
 from notagen.model import NotaGenModel
 from notagen.precision import (
     SCALE_SUFFIX,
@@ -314,26 +312,12 @@ def official_state_dict(model: NotaGenModel) -> dict[str, Tensor]:
     return state
 
 
-def _atomic_file(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(tmp)` next to `path` and move the result into place, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def export_official(model: NotaGenModel, path: str | Path) -> Path:
     """Write `{'model': state_dict}` in the official layout, loadable by the reference code (strict)."""
     state = official_state_dict(model)
-    return _atomic_file(Path(path), lambda tmp: torch.save({"model": state}, tmp))
+    with atomic_path(path) as tmp:
+        torch.save({"model": state}, tmp)
+    return Path(path)
 
 
 # -- native ---------------------------------------------------------------------------------------------------
@@ -400,7 +384,8 @@ def write_checkpoint(directory: str | Path, state: Mapping[str, Tensor], config:
         config_data["precision"] = precision
     json.dumps(config_data)  # fail before touching the directory if the provenance is not JSON
     state = {key: tensor.cpu().contiguous() for key, tensor in state.items()}
-    _atomic_file(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     atomic_write_json(directory / CONFIG_FILE, config_data)
     return directory
 

@@ -21,7 +21,7 @@ quantised ones).
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,21 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def target_char_counts(patches: Tensor, masks: Tensor) -> Tensor:
+    """Real target characters of every target patch, in the order `NotaGenModel.char_targets` returns them."""
+    target_mask = masks.bool().clone()
+    target_mask[:, 0] = False
+    return (patches[target_mask] != PAD_ID).sum(dim=1)
+
+
+def char_subset(targets: int, limit: int, generator: torch.Generator | None = None) -> Tensor | None:
+    """`limit` of `targets` target patches drawn at random (the `pick` of `NotaGenModel.forward`); None when
+    `limit` is 0 or they all fit."""
+    if not 0 < limit < targets:
+        return None
+    return torch.randperm(targets, generator=generator)[:limit]
 
 
 class SelfAttention(nn.Module):
@@ -242,36 +257,39 @@ class NotaGenModel(nn.Module):
         log_probs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         return log_probs, targets != PAD_ID
 
-    def forward(self, patches: Tensor, masks: Tensor, char_batch_limit: int = 0,
-                generator: torch.Generator | None = None) -> Tensor:
-        """Mean cross-entropy over every real target character of the batch.
+    def forward(self, patches: Tensor, masks: Tensor, pick: Tensor | None = None,
+                reduction: Literal["mean", "sum", "sequence"] = "mean") -> Tensor:
+        """Negative log-likelihood of every real target character: the one loss of the model.
 
-        patches: [B, N, P] character ids; masks: [B, N] with 1 for real patches. `char_batch_limit` > 0 trains the
-        character decoder on a random subset of that many target patches (the reference's
-        PATCH_SAMPLING_BATCH_SIZE), which bounds memory on long pieces.
+        Training (`sum`, normalised by the trainer over its whole global batch), evaluation and perplexity
+        (`mean`, `sum`) and DPO's sequence log-probabilities (`sequence`, negated) all come from here.
+
+        patches: [B, N, P] character ids; masks: [B, N] with 1 for real patches. `pick` (indices into the target
+        patches, see `char_subset`) trains the character decoder on a subset of them (the reference's
+        PATCH_SAMPLING_BATCH_SIZE), which bounds memory on long pieces. `reduction`: `mean` per real character
+        (a scalar), `sum` (a scalar), or `sequence` (the sum per sequence, [B]; no `pick`).
         """
         vectors, targets = self.char_targets(patches, masks)
-        if 0 < char_batch_limit < targets.size(0):
-            pick = torch.randperm(targets.size(0), generator=generator, device="cpu")[:char_batch_limit]
-            pick = pick.to(targets.device)
+        if pick is not None:
+            if reduction == "sequence":
+                raise ValueError("a per-sequence loss needs every target patch (no pick)")
             vectors, targets = vectors[pick], targets[pick]
         log_probs, real = self.char_log_probs(vectors, targets)
-        return -(log_probs * real).sum() / real.sum().clamp(min=1)
-
-    def sequence_log_probs(self, patches: Tensor, masks: Tensor) -> Tensor:
-        """Sum of the log-probabilities of every real target character, per sequence: [B] (used by DPO)."""
+        if reduction == "mean":
+            return -(log_probs * real).sum() / real.sum().clamp(min=1)
+        if reduction == "sum":
+            return -(log_probs * real).sum()
+        if reduction != "sequence":
+            raise ValueError(f"unknown reduction {reduction!r} (mean, sum or sequence)")
         B = patches.size(0)
-        masks = masks.bool()
-        vectors, targets = self.char_targets(patches, masks)
-        log_probs, real = self.char_log_probs(vectors, targets)
         per_patch = (log_probs * real).sum(dim=1)
-        target_mask = masks.clone()
+        target_mask = masks.bool().clone()
         target_mask[:, 0] = False
         owner = torch.arange(B, device=patches.device).unsqueeze(1).expand_as(target_mask)[target_mask]
-        return torch.zeros(B, device=patches.device, dtype=per_patch.dtype).index_add_(0, owner, per_patch)
+        return -torch.zeros(B, device=patches.device, dtype=per_patch.dtype).index_add_(0, owner, per_patch)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-__all__ = ["NotaGenModel", "LayerCache", "BOS_ID"]
+__all__ = ["NotaGenModel", "LayerCache", "BOS_ID", "char_subset", "target_char_counts"]

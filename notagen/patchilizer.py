@@ -14,11 +14,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from notagen.abc.text import body_start
 from notagen.config import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 from notagen.errors import InputError
 
 BAR_DELIMITERS = ("|:", "::", ":|", "[|", "||", "|]", "|")
-_BAR_SPLIT = re.compile("(" + "|".join(map(re.escape, BAR_DELIMITERS)) + ")")
+BAR_SPLIT = re.compile("(" + "|".join(map(re.escape, BAR_DELIMITERS)) + ")")
 _STREAM_PREFIX = re.compile(r"^\[r:\d+/\d+\]")
 
 
@@ -27,21 +28,13 @@ def split_lines(text: str) -> list[str]:
     return [line + "\n" for line in text.split("\n") if line]
 
 
-def body_start(lines: Sequence[str]) -> int:
-    """Index of the first body line: the first containing `[V:` or starting with `[r:`; len(lines) if none."""
-    for index, line in enumerate(lines):
-        if "[V:" in line or line.startswith("[r:"):
-            return index
-    return len(lines)
-
-
 def split_bars(line: str) -> list[str]:
     """Split one body line into bar units, as the reference's `split_bars` does.
 
     The text before the first barline is a unit; every barline is glued to the text after it; the line's final
     barline plus newline (which names no voice) is merged into the previous unit.
     """
-    parts = [part for part in _BAR_SPLIT.split(line) if part]
+    parts = [part for part in BAR_SPLIT.split(line) if part]
     if len(parts) <= 1:
         return parts
     if parts[0] in BAR_DELIMITERS:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from notagen.errors import ConversionError
-from notagen.io import atomic_write_bytes, atomic_write_text
+from notagen.formats import FILES, RENDER_FORMATS, check_formats
+from notagen.io import atomic_path, atomic_write_bytes, atomic_write_text
 
-FORMATS = ("svg", "png", "midi", "wav")
 SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/share/soundfonts",
                   "/usr/share/sounds/sf3", "~/.local/share/soundfonts", "/opt/homebrew/share/soundfonts")
 SOUNDFONT_PREFERENCE = ("FluidR3_GM.sf2", "default-GM.sf2", "TimGM6mb.sf2", "GeneralUser.sf2")
@@ -135,15 +135,16 @@ def render_midi(musicxml: str) -> bytes:
 def svg_to_png(svg_path: Path, png_path: Path, width: int = PNG_WIDTH) -> str | None:
     """Rasterise one SVG page on a white background; None on success, else why not."""
     rsvg = shutil.which("rsvg-convert")
-    tmp = png_path.with_name(f".{png_path.name}.tmp")
     if rsvg:
-        result = subprocess.run([rsvg, "-w", str(width), "-b", "white", "-o", str(tmp), str(svg_path)],
-                                capture_output=True, text=True, timeout=120)
-        if result.returncode == 0 and tmp.is_file() and tmp.stat().st_size > 0:
-            os.replace(tmp, png_path)
+        try:
+            with atomic_path(png_path) as tmp:
+                result = subprocess.run([rsvg, "-w", str(width), "-b", "white", "-o", str(tmp), str(svg_path)],
+                                        capture_output=True, text=True, timeout=120)
+                if result.returncode != 0 or tmp.stat().st_size == 0:
+                    raise ConversionError(f"rsvg-convert failed: {' '.join(result.stderr.split())[:200]}")
             return None
-        tmp.unlink(missing_ok=True)
-        reason = f"rsvg-convert failed: {' '.join(result.stderr.split())[:200]}"
+        except ConversionError as error:
+            reason = str(error)
     else:
         reason = "rsvg-convert not found"
     try:
@@ -183,26 +184,24 @@ def midi_to_wav(midi_path: Path, wav_path: Path, soundfont: Path | None = None) 
     soundfont = soundfont or find_soundfont()
     if soundfont is None:
         return "no General MIDI soundfont found (set NOTAGEN_SOUNDFONT or install timgm6mb-soundfont)"
-    tmp = wav_path.with_name(f".{wav_path.name}.tmp.wav")
-    command = [fluidsynth, "-ni", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(soundfont), str(midi_path)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        with atomic_path(wav_path, suffix=".tmp.wav") as tmp:  # fluidsynth picks the file type by extension
+            command = [fluidsynth, "-ni", "-g", "0.8", "-r", "44100", "-F", str(tmp), str(soundfont), str(midi_path)]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            if result.returncode != 0 or tmp.stat().st_size <= 44:  # 44 bytes: a WAV header and no sound
+                raise ConversionError(f"fluidsynth failed: {' '.join((result.stderr or result.stdout).split())[:200]}")
     except subprocess.TimeoutExpired:
-        tmp.unlink(missing_ok=True)
         return "fluidsynth took longer than 10 minutes"
-    if result.returncode != 0 or not tmp.is_file() or tmp.stat().st_size <= 44:
-        tmp.unlink(missing_ok=True)
-        return f"fluidsynth failed: {' '.join((result.stderr or result.stdout).split())[:200]}"
-    os.replace(tmp, wav_path)
+    except ConversionError as error:
+        return str(error)
     return None
 
 
-def render_score(musicxml: str, directory: Path, stem: str, formats: tuple[str, ...] | list[str] = FORMATS
-                 ) -> RenderResult:
-    """Write `stem`.svg/-N.svg, .png, .mid, .wav into `directory` (each file atomically) for the asked formats."""
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"unknown render formats: {unknown}")
+def render_score(musicxml: str, directory: Path, stem: str,
+                 formats: tuple[str, ...] | list[str] = RENDER_FORMATS) -> RenderResult:
+    """Write `stem`.svg/-N.svg, .png, .mid, .wav into `directory` (each file atomically) for the asked formats
+    (`notagen.formats.RENDER_FORMATS`)."""
+    formats = check_formats(formats, RENDER_FORMATS)
     directory.mkdir(parents=True, exist_ok=True)
     result = RenderResult()
     musicxml, result.programs = set_instruments(musicxml)
@@ -217,14 +216,15 @@ def render_score(musicxml: str, directory: Path, stem: str, formats: tuple[str, 
                     result.skipped[fmt] = str(error)
             pages = []
         for number, svg in enumerate(pages, start=1):
-            name = f"{stem}.svg" if len(pages) == 1 else f"{stem}-{number}.svg"
+            suffix = FILES["svg"].suffix
+            name = f"{stem}{suffix}" if len(pages) == 1 else f"{stem}-{number}{suffix}"
             svg_paths.append(atomic_write_text(directory / name, svg))
         if "svg" in formats and svg_paths:
             result.files["svg"] = list(svg_paths)
     if "png" in formats and svg_paths:
         pngs = []
         for svg_path in svg_paths:
-            png_path = svg_path.with_suffix(".png")
+            png_path = svg_path.with_suffix(FILES["png"].suffix)
             reason = svg_to_png(svg_path, png_path)
             if reason is not None:
                 result.skipped["png"] = reason
@@ -237,7 +237,7 @@ def render_score(musicxml: str, directory: Path, stem: str, formats: tuple[str, 
             svg_path.unlink(missing_ok=True)
 
     if "midi" in formats or "wav" in formats:
-        midi_path = directory / f"{stem}.mid"
+        midi_path = directory / f"{stem}{FILES['midi'].suffix}"
         try:
             atomic_write_bytes(midi_path, render_midi(musicxml))
         except ConversionError as error:
@@ -248,7 +248,7 @@ def render_score(musicxml: str, directory: Path, stem: str, formats: tuple[str, 
             if "midi" in formats:
                 result.files["midi"] = [midi_path]
             if "wav" in formats:
-                wav_path = directory / f"{stem}.wav"
+                wav_path = directory / f"{stem}{FILES['wav'].suffix}"
                 reason = midi_to_wav(midi_path, wav_path)
                 if reason is None:
                     result.files["wav"] = [wav_path]

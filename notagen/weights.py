@@ -144,6 +144,17 @@ def convert(source: Path, precision: Precision, target: Path) -> Path:
     return target
 
 
+def pick_device(device: str) -> str:
+    """`auto` → cuda when a GPU is there, else mps (Apple), else cpu; any other choice as given."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def open_checkpoint(spec: str | Path | None, device: str | torch.device = "cpu",
                     precision: Precision = "fp32") -> Checkpoint:
     """Load the model `spec` names at `precision` on `device` (see the module docstring)."""

@@ -33,7 +33,9 @@ from notagen.encoder import EncoderConfig, M3Model, save_encoder
 from notagen.errors import ConfigError, PromptError
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
-from notagen.train.loop import Trainer, collate
+from notagen.prompt import Prompt
+from notagen.train.core import collate
+from notagen.train.loop import Trainer
 from notagen.train.recipe import load_recipe
 
 FOLK = {"period": "Romantic", "composer": "Aird, James", "instrumentation": "Fife"}
@@ -83,16 +85,24 @@ def pair_margins(start: Path, trained: Path, pairs: list[tuple[str, str]], sampl
         for chosen, rejected in pairs:
             texts = [(samples / f"{name}.raw.abc").read_text() for name in (chosen, rejected)]
             patches, masks = collate([patchilizer.encode_train(t, random.Random(0)) for t in texts], 16)
-            shift = policy.sequence_log_probs(patches, masks) - reference.sequence_log_probs(patches, masks)
+            shift = reference(patches, masks, reduction="sequence") - policy(patches, masks, reduction="sequence")
             margins.append(float(shift[0] - shift[1]))
     return margins
 
 
-def test_end_to_end_run(setup):
+@pytest.fixture(scope="module")
+def finished(setup) -> tuple[Path, dict]:
+    """One whole run (iteration 0 and the final model's evaluation): its folder and report. Every test that needs
+    it gets it, whichever tests run and in whatever order."""
     out = setup["root"] / "run_a"
     run = DPORun(load_dpo_recipe(None, overrides(setup, out)))
     report = run.run()
     run.close()
+    return out, report
+
+
+def test_end_to_end_run(setup, finished):
+    out, report = finished
 
     assert [row["iteration"] for row in report["rows"]] == [0, 1]  # iteration 0 and the final model
     iter0 = out / "iter_0"
@@ -142,10 +152,8 @@ def test_end_to_end_run(setup):
     assert report["rows"][0]["training"]["last_margin"] > 0
 
 
-def test_interrupted_run_resumes_exactly(setup):
-    finished = setup["root"] / "run_a"
-    if not (finished / "iter_0" / "checkpoint" / "config.json").is_file():
-        pytest.skip("needs test_end_to_end_run")
+def test_interrupted_run_resumes_exactly(setup, finished):
+    finished, _ = finished
     out = setup["root"] / "run_b"
     copy_selection(finished, out)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "iter_0" / "samples").iterdir()}
@@ -182,10 +190,8 @@ def copy_selection(finished: Path, out: Path) -> None:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_two_processes_train_what_one_trains(setup):
-    finished = setup["root"] / "run_a"
-    if not (finished / "iter_0" / "preferences.json").is_file():
-        pytest.skip("needs test_end_to_end_run")
+def test_two_processes_train_what_one_trains(setup, finished):
+    finished, _ = finished
     common = [*overrides(setup, setup["root"] / "unused", "final_eval=false", "batch_size=2",
                          "steps_per_iteration=3")]
     recipe = setup["root"] / "ddp.yaml"
@@ -226,7 +232,7 @@ def test_prompt_resolution(setup):
     with pytest.raises(PromptError, match="unknown prompt"):
         DPORun(load_dpo_recipe(None, overrides(setup, out, "prompts=Classical | Mozart | Keyboard")))
     run = DPORun(load_dpo_recipe(None, overrides(setup, out, "prompts=Romantic | Aird, James | Fife")))
-    assert run.prompts == [FOLK]
+    assert run.prompts == [Prompt.of(FOLK)]
     with pytest.raises(ConfigError, match="samples_per_prompt changed"):
         DPORun(load_dpo_recipe(None, overrides(setup, out, "prompts=Romantic | Aird, James | Fife",
                                                "samples_per_prompt=9")))

@@ -11,7 +11,7 @@ from notagen.config import ModelConfig
 from notagen.dpo.loss import dpop_loss
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
-from notagen.train.loop import collate
+from notagen.train.core import collate
 
 CHOSEN = "%Baroque\n%Bach\n%Choral\n%end\nL:1/8\nM:4/4\nK:G\nV:1 treble\n[V:1]GABc d2e2|\n[V:1]d2B2 G4|\n"
 REJECTED = "%Baroque\n%Bach\n%Choral\n%end\nL:1/8\nM:4/4\nK:G\nV:1 treble\n[V:1]^F_B,z3 c'|\n[V:1]=e/e/g7|\n"
@@ -64,19 +64,19 @@ def test_one_step_raises_chosen_relative_to_rejected(optimizer_name):
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     patches, masks = _pair_batch()
     with torch.no_grad():
-        ref = reference.sequence_log_probs(patches, masks)
+        ref = -reference(patches, masks, reduction="sequence")
     if optimizer_name == "adamw":
         optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3, weight_decay=0.0)
     else:
         optimizer = torch.optim.SGD(policy.parameters(), lr=1e-4)
-    logps = policy.sequence_log_probs(patches, masks)
+    logps = -policy(patches, masks, reduction="sequence")
     assert torch.allclose(logps, ref)  # identical weights: zero rewards
     loss, _ = dpop_loss(logps[0:1], logps[1:2], ref[0:1], ref[1:2], beta=0.1, lam=10.0)
     assert loss.item() == pytest.approx(math.log(2))
     loss.backward()
     optimizer.step()
     with torch.no_grad():
-        after = policy.sequence_log_probs(patches, masks)
+        after = -policy(patches, masks, reduction="sequence")
     assert after[0] > ref[0], "chosen log-prob should rise"
     assert (after[0] - ref[0]) > (after[1] - ref[1]), "chosen should gain on the rejected piece"
     new_loss, metrics = dpop_loss(after[0:1], after[1:2], ref[0:1], ref[1:2])

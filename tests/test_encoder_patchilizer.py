@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 
+from notagen.abc.text import strip_prompt_lines
 from notagen.encoder.patchilizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
     M3Patchilizer,
     split_bars,
-    strip_comment_lines,
 )
 
 PIECE = (
@@ -30,7 +30,7 @@ def test_split_bars_reference_rules():
 
 
 def test_abc_mode_patches():
-    texts = M3Patchilizer().split_patches(strip_comment_lines(PIECE))
+    texts = M3Patchilizer().split_patches(strip_prompt_lines(PIECE))
     assert texts[:6] == ["%%score { 1 | 2 }\n", "L:1/8\n", "M:4/4\n", "K:G\n", "V:1 treble\n", "V:2 bass\n"]
     # A barline after an inline voice field closes a "bar" of its own, as in the reference.
     assert texts[6:] == ["[V:1]|:", "GABc d2 e2|", "[V:2]G,4 D,4|\n", "[V:1]d2 B2 G4:|", "[V:2]G,8:|\n"]
@@ -58,5 +58,5 @@ def test_unicode_is_transliterated_and_mtf_merges():
     assert texts == ["ticks_per_beat 480\n", "note_on 0 60 64\t0 64 64\n", "control_change 0 7 100\n"]
 
 
-def test_strip_comment_lines_keeps_directives():
-    assert strip_comment_lines("%Romantic\n%%score 1\n%end\nK:C\n") == "%%score 1\nK:C\n"
+def test_strip_prompt_lines_keeps_directives():
+    assert strip_prompt_lines("%Romantic\n%%score 1\n%end\nK:C\n") == "%%score 1\nK:C\n"

@@ -1,6 +1,7 @@
 """`notagen generate` / `notagen prompts` end to end with tiny checkpoints; prompts; post-processing."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,11 @@ from notagen.checkpoint import save_checkpoint
 from notagen.cli import main
 from notagen.config import BOS_ID, EOS_ID, VOCAB_SIZE, ModelConfig
 from notagen.errors import CheckpointError, PromptError
-from notagen.generation.cli import continuation_text, generate_command, prompt_context, resolve_prompt
+from notagen.generation.cli import generate_command
+from notagen.generation.continuation import continuation_text
 from notagen.generation.postprocess import finish_text
 from notagen.model import NotaGenModel
+from notagen.prompt import Prompt, prompt_context, resolve_prompt
 
 REGISTRY = [
     {"period": "Baroque", "composer": "Bach, Johann Sebastian", "instrumentation": "Choral", "count": 5},
@@ -44,17 +47,31 @@ class ScriptedLogits:
 
 def test_resolve_prompt_against_the_registry():
     assert resolve_prompt(None, None, None, REGISTRY) is None
-    assert resolve_prompt("baroque", "bach,  johann sebastian", "CHORAL", REGISTRY) == REGISTRY[0]
-    assert resolve_prompt(None, "Chopin, Frederic", None, REGISTRY) == REGISTRY[1]  # unique partial match
+    assert resolve_prompt("baroque", "bach,  johann sebastian", "CHORAL", REGISTRY) == Prompt.of(REGISTRY[0])
+    assert resolve_prompt(None, "Chopin, Frederic", None, REGISTRY) == Prompt.of(REGISTRY[1])  # unique partial
     with pytest.raises(PromptError, match="ambiguous"):
         resolve_prompt("Romantic", None, None, REGISTRY)
-    with pytest.raises(PromptError, match="closest: Romantic / Chopin, Frederic / Keyboard") as error:
+    with pytest.raises(PromptError, match=re.escape("closest: Romantic | Chopin, Frederic | Keyboard")) as error:
         resolve_prompt("Romantic", "Chopin", "Keyboard", REGISTRY)
     assert "\n" not in str(error.value)
     with pytest.raises(PromptError, match="no prompt registry"):
         resolve_prompt("Romantic", None, None, [])
-    assert resolve_prompt("Classical", "Mozart, Wolfgang Amadeus", "Keyboard", [])["period"] == "Classical"
-    assert prompt_context(REGISTRY[0]) == "%Baroque\n%Bach, Johann Sebastian\n%Choral\n"
+    assert resolve_prompt("Classical", "Mozart, Wolfgang Amadeus", "Keyboard", []).period == "Classical"
+    assert prompt_context(Prompt.of(REGISTRY[0])) == "%Baroque\n%Bach, Johann Sebastian\n%Choral\n"
+    assert prompt_context(None) == ""
+
+
+def test_prompt_has_one_parse_and_one_format():
+    prompt = Prompt.parse("  Romantic |Dvořák,  Antonín| Chamber ")
+    assert prompt == Prompt("Romantic", "Dvořák, Antonín", "Chamber") == Prompt.of(prompt.to_dict())
+    assert str(prompt) == "Romantic | Dvořák, Antonín | Chamber" and Prompt.parse(str(prompt)) == prompt
+    assert prompt.block() == "%Romantic\n%Dvorak, Antonin\n%Chamber\n%end\n"  # ASCII for the model
+    assert Prompt.from_text(prompt.block() + "L:1/8\n") == Prompt("Romantic", "Dvorak, Antonin", "Chamber")
+    assert Prompt.from_text("%%score 1\nL:1/8\n") is None and Prompt.of({"period": "Romantic"}) is None
+    assert prompt.short() == "Dvořák / Chamber"
+    for bad in ("Romantic | Chamber", "Romantic | | Chamber", "a | b | c | d"):
+        with pytest.raises(PromptError, match=re.escape("not 'period | composer | instrumentation'")):
+            Prompt.parse(bad)
 
 
 def test_generate_end_to_end_reports_invalid_random_pieces(tiny_checkpoint, tmp_path, capsys):

@@ -9,9 +9,9 @@ import pytest
 
 from notagen.checkpoint import default_checkpoint_path, load_checkpoint
 from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
-from notagen.generation.cli import prompt_context
 from notagen.generation.postprocess import finish_text
 from notagen.judges import abc2midi_verdict, abcm2ps_verdict, judge_abc, midi_verdict, music21_verdict
+from notagen.prompt import Prompt, prompt_context
 from notagen.render import render_midi
 
 needs_programs = pytest.mark.skipif(not (shutil.which("abc2midi") and shutil.which("abcm2ps")),
@@ -44,7 +44,8 @@ def test_music21_and_mido_judges():
 def test_every_bundled_prompt_writes_pieces_every_judge_accepts():
     loaded = load_checkpoint(default_checkpoint_path())
     engine = GenerationEngine(loaded.model)
-    requests = [PieceRequest(prompt_context(prompt), seed=7 + i) for prompt in loaded.prompts for i in range(2)]
+    requests = [PieceRequest(prompt_context(Prompt.of(prompt)), seed=7 + i)
+                for prompt in loaded.prompts for i in range(2)]
     pieces = engine.generate(requests, SamplingSettings(), GenerationLimits(max_bars=12), batch_size=4)
     for piece in pieces:
         finished = finish_text(piece.text)

@@ -12,7 +12,8 @@ from notagen.cli import main
 from notagen.encoder.corpus import music21_tunes, write_dataset
 from notagen.encoder.loading import save_encoder
 from notagen.encoder.model import EncoderConfig, M3Model
-from notagen.metrics.evaluate import normalise_generated, prompt_from_lines, read_generated
+from notagen.metrics.evaluate import normalise_generated, read_generated
+from notagen.prompt import Prompt
 
 # Two made-up prompts over real tunes (labels chosen for the test: reels vs jigs of Ryan's Mammoth).
 REEL = {"period": "Romantic", "composer": "Ryan, William Bradbury", "instrumentation": "Fiddle"}
@@ -51,8 +52,8 @@ def setup(tmp_path_factory):
 
 def test_prompts_and_normalisation(setup):
     _, generated, _, _ = setup
-    assert prompt_from_lines(_block(REEL) + "L:1/8\n") == REEL
-    assert prompt_from_lines("%%score 1\nL:1/8\n") == {}
+    assert Prompt.from_text(_block(REEL) + "L:1/8\n") == Prompt.of(REEL)
+    assert Prompt.from_text("%%score 1\nL:1/8\n") is None
     pieces = {p.name: p for p in read_generated(generated)}
     assert pieces["from_manifest.abc"].labels == JIG
     assert "[r:" not in pieces["interleaved.abc"].text and "[r:" in pieces["interleaved.abc"].raw

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from notagen.config import PAD_ID, VOCAB_SIZE, ModelConfig
-from notagen.model import NotaGenModel
+from notagen.model import NotaGenModel, char_subset, target_char_counts
 from notagen.patchilizer import Patchilizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -69,7 +69,7 @@ def test_shapes(pieces) -> None:
     log_probs, real = model.char_log_probs(vectors, targets)
     assert log_probs.shape == real.shape == targets.shape
     assert (log_probs <= 0).all()
-    assert model.sequence_log_probs(patches, masks).shape == (B,)
+    assert model(patches, masks, reduction="sequence").shape == (B,)
     assert model.forward(patches, masks).shape == ()
 
 
@@ -115,7 +115,7 @@ def test_inputs_are_not_modified(pieces) -> None:
     patches, masks = batch(pieces)
     saved_patches, saved_masks = patches.clone(), masks.clone()
     model(patches, masks)
-    model.sequence_log_probs(patches, masks)
+    model(patches, masks, reduction="sequence")
     model.char_targets(patches, masks.bool())
     assert torch.equal(patches, saved_patches) and torch.equal(masks, saved_masks)
     assert masks[:, 0].all()  # the reference zeroes this column in place
@@ -126,14 +126,14 @@ def test_loss_does_not_depend_on_padding(pieces) -> None:
     patches, masks = batch(pieces)
     assert (masks == 0).any()
     with torch.no_grad():
-        together = model.sequence_log_probs(patches, masks)
-        alone = torch.stack([model.sequence_log_probs(*batch([piece]))[0] for piece in pieces])
+        together = -model(patches, masks, reduction="sequence")
+        alone = -torch.stack([model(*batch([piece]), reduction="sequence")[0] for piece in pieces])
         losses_alone = [model(*batch([piece])) for piece in pieces]
         # more padding than any piece needs changes nothing either
         extra_p, extra_m = batch(pieces)
         extra_p = torch.cat([extra_p, torch.zeros(len(pieces), 7, 16, dtype=torch.long)], dim=1)
         extra_m = torch.cat([extra_m, torch.zeros(len(pieces), 7, dtype=torch.long)], dim=1)
-        padded_more = model.sequence_log_probs(extra_p, extra_m)
+        padded_more = -model(extra_p, extra_m, reduction="sequence")
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-6)
     torch.testing.assert_close(padded_more, together, atol=1e-4, rtol=1e-6)
     for piece, loss, log_prob in zip(pieces, losses_alone, alone):
@@ -146,23 +146,40 @@ def test_sequence_log_probs_agree_with_the_loss(pieces) -> None:
     patches, masks = batch(pieces)
     with torch.no_grad():
         loss = model(patches, masks)
-        per_sequence = model.sequence_log_probs(patches, masks)
+        per_sequence = -model(patches, masks, reduction="sequence")
     torch.testing.assert_close(loss, -per_sequence.sum() / real_chars(patches, masks), atol=1e-6, rtol=1e-5)
 
 
-def test_char_batch_limit_trains_on_a_random_subset_of_target_patches(pieces) -> None:
+def test_one_loss_reduces_by_mean_sum_or_sequence(pieces) -> None:
+    model = new_model(TWO_HEADS).eval()
+    patches, masks = batch(pieces)
+    with torch.no_grad():
+        mean, total = model(patches, masks), model(patches, masks, reduction="sum")
+        per_sequence = model(patches, masks, reduction="sequence")
+    chars = int(target_char_counts(patches, masks).sum())
+    assert chars == real_chars(patches, masks)
+    torch.testing.assert_close(mean * chars, total, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(per_sequence.sum(), total, atol=1e-5, rtol=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        model(patches, masks, reduction="none")
+    with pytest.raises(ValueError, match="no pick"):
+        model(patches, masks, pick=torch.tensor([0]), reduction="sequence")
+
+
+def test_char_subset_trains_on_a_random_subset_of_target_patches(pieces) -> None:
     model = new_model().eval()
     patches, masks = batch(pieces)
     vectors, targets = model.char_targets(patches, masks)
     total = targets.size(0)
+    assert char_subset(total, 0) is None and char_subset(total, total) is None
     with torch.no_grad():
         full = model(patches, masks)
-        assert torch.equal(model(patches, masks, char_batch_limit=total), full)
-        limited = model(patches, masks, char_batch_limit=10, generator=torch.Generator().manual_seed(3))
-        pick = torch.randperm(total, generator=torch.Generator().manual_seed(3))[:10]
+        pick = char_subset(total, 10, torch.Generator().manual_seed(3))
+        assert torch.equal(pick, torch.randperm(total, generator=torch.Generator().manual_seed(3))[:10])
+        limited = model(patches, masks, pick)
         log_probs, real = model.char_log_probs(vectors[pick], targets[pick])
         expected = -(log_probs * real).sum() / real.sum()
-        others = {model(patches, masks, char_batch_limit=10, generator=torch.Generator().manual_seed(s)).item()
+        others = {model(patches, masks, char_subset(total, 10, torch.Generator().manual_seed(s))).item()
                   for s in range(4)}
     torch.testing.assert_close(limited, expected)
     assert len(others) > 1 and not torch.equal(limited, full)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from notagen.abc.text import body_start
 from notagen.config import BOS_ID, EOS_ID, PAD_ID
 from notagen.errors import InputError
 from notagen.patchilizer import (
     BAR_DELIMITERS,
     Patchilizer,
     add_stream_annotations,
-    body_start,
     is_eos_patch,
     split_bars,
     split_lines,

@@ -29,6 +29,7 @@ from notagen.checkpoint import save_checkpoint  # noqa: E402
 from notagen.config import BOS_ID, EOS_ID, ModelConfig  # noqa: E402
 from notagen.convert import abc_to_musicxml  # noqa: E402
 from notagen.errors import CheckpointError  # noqa: E402
+from notagen.formats import OUTPUT_FORMATS  # noqa: E402
 from notagen.io import content_hash  # noqa: E402
 from notagen.model import NotaGenModel  # noqa: E402
 from notagen.render import render_svg_pages  # noqa: E402
@@ -157,6 +158,10 @@ def test_health_models_and_prompts(random_checkpoint, tmp_path):
         page = client.get("/")
         assert page.status_code == 200 and 'id="period"' in page.text and "/static/app.js" in page.text
         assert "function updatePickers" in client.get("/static/app.js").text
+        formats = client.get("/api/formats").json()  # the page builds its downloads and uploads from this
+        assert formats["formats"] == list(OUTPUT_FORMATS) and ".mid" in formats["inputs"]
+        downloads = {entry["key"]: entry["label"] for entry in formats["files"] if entry["label"]}
+        assert downloads["abc"] == "ABC" and downloads["wav"] == "WAV" and "svg" not in downloads
         spec = client.get("/openapi.json").json()
         assert "/api/jobs/{job_id}/files/{name}" in spec["paths"]
         assert spec["components"]["schemas"]["JobRequest"]["properties"]["n"]["maximum"] == 8
@@ -242,7 +247,7 @@ def test_bad_requests_get_one_line_4xx_reasons(random_checkpoint, tmp_path):
         wrong = client.post("/api/jobs", json=job_request(prompt={"period": "Romantic", "composer": "Chopin",
                                                                   "instrumentation": "Keyboard"}))
         assert wrong.status_code == 400
-        assert "closest: Romantic / Chopin, Frederic / Keyboard" in wrong.json()["detail"]
+        assert "closest: Romantic | Chopin, Frederic | Keyboard" in wrong.json()["detail"]
         ambiguous = client.post("/api/jobs", json=job_request(prompt={"period": "Romantic"}))
         assert ambiguous.status_code == 400 and "ambiguous" in ambiguous.json()["detail"]
         invalid = client.post("/api/jobs", json=job_request(n=100, sampling={"top_p": 0}))

@@ -282,15 +282,16 @@ def test_resume_follows_the_recipe_for_lr_and_length(dataset, tmp_path):
 
 
 def test_non_finite_gradients_skip_the_update_then_stop_the_run(dataset, tmp_path, monkeypatch):
-    from notagen.train import loop
+    from notagen.model import NotaGenModel
+    from notagen.train.core import TrainingDiverged
 
     trainer = Trainer(tiny(dataset, tmp_path, "max_steps=20"))
     before = params(trainer)
-    original = loop.CharLossSum.forward
-    monkeypatch.setattr(loop.CharLossSum, "forward", lambda self, *a: original(self, *a) * float("nan"))
-    with pytest.raises(loop.TrainingDiverged, match="10 optimizer steps had non-finite gradients"):
+    original = NotaGenModel.forward
+    monkeypatch.setattr(NotaGenModel, "forward", lambda self, *a, **k: original(self, *a, **k) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="10 optimizer steps had non-finite gradients"):
         trainer.train()
-    assert trainer.skipped_steps == 10
+    assert trainer.update.skipped == 10
     assert_same_params(before, params(trainer))  # no NaN reached the weights
 
 
@@ -312,3 +313,27 @@ def test_min_prompt_pieces_leaves_rare_prompts_out_of_finetuning(pretrained, tmp
     with pytest.raises(InputError, match="no prompt has 3 labelled train pieces"):
         Trainer(tiny(dataset, tmp_path / "run3", "stage=finetune", f"init_checkpoint={init}", "max_steps=1",
                              "min_prompt_pieces=3"))
+
+
+def test_prompt_balance_oversamples_rare_prompts():
+    from collections import Counter
+
+    from notagen.train.loop import DrawStream, prompt_weights
+
+    def labels(composer: str) -> dict:
+        return {"period": "Baroque", "composer": composer, "instrumentation": "Choral"}
+
+    records = [{"labels": labels("Common")}] * 90 + [{"labels": labels("Rare")}] * 10
+    data = type("Data", (), {"records": records, "__len__": lambda self: len(records)})()
+    assert prompt_weights(data, 1.0) == [1.0] * 100
+    n = len(records)
+
+    def rare_share(balance: float) -> float:
+        stream = DrawStream(data, None, "none", True, 4, seed=3, balance=balance)
+        drawn = Counter(stream.piece_of(d) >= 90 for d in range(20 * n))
+        return drawn[True] / (20 * n)
+
+    # square-root balance: 90 vs 10 pieces → shares 3:1; equal balance 1:1; natural 9:1
+    assert abs(rare_share(0.5) - 0.25) < 0.03
+    assert abs(rare_share(0.0) - 0.5) < 0.03
+    assert abs(rare_share(1.0) - 0.1) < 1e-9

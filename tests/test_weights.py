@@ -20,11 +20,11 @@ from notagen.cli import main
 from notagen.config import ModelConfig
 from notagen.errors import CheckpointError, ConfigError, PromptError
 from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
-from notagen.generation.cli import resolve_prompt
 from notagen.generation.reference import generate_plain
 from notagen.hub import OFFICIAL, OFFICIAL_REPO, HubFile, official_prompts, parse_name
 from notagen.model import NotaGenModel
 from notagen.precision import model_precision, weight_bytes
+from notagen.prompt import resolve_prompt
 from notagen.weights import cache_dir, open_checkpoint, prompts_of
 
 X_FILE = OFFICIAL["notagen-x"].filename
@@ -91,7 +91,7 @@ def test_alias_resolves_offline_converts_once_and_carries_the_registry(hub, mode
     assert again.info["loaded_from"] == str(converted)
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp
     # the studio's menus and the prompt check use this registry
-    assert resolve_prompt(None, "Scarlatti, Domenico", None, again.prompts)["instrumentation"] == "Keyboard"
+    assert resolve_prompt(None, "Scarlatti, Domenico", None, again.prompts).instrumentation == "Keyboard"
     with pytest.raises(PromptError, match="Chopin, Frederic"):
         resolve_prompt("Romantic", "Chopin, Frederik", "Keyboard", again.prompts)
 

@@ -7,7 +7,7 @@ files we build look exactly like NotaGen's training files.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 from unidecode import unidecode
@@ -101,11 +101,11 @@ def _clean_annotations(line: str) -> str:
 
 
 def header_lines(abc: str) -> list[str]:
-    """The header of standard or interleaved ABC: the lines before the music (prompt and stream lines excluded)."""
+    """The header of standard or interleaved ABC: the lines before the music (stream annotations removed)."""
     lines = [line for line in strip_stream_annotations(abc).split("\n") if line.strip()]
-    interleaved_start = next((i for i, line in enumerate(lines) if line.startswith("[V:")), None)
-    end = interleaved_start if interleaved_start is not None else standard_body_start(lines)
-    return lines[:end]
+    start = body_start(lines)
+    interleaved = start < len(lines) and lines[start].startswith("[V:")  # else an inline voice of standard ABC
+    return lines[:start if interleaved else standard_body_start(lines)]
 
 
 def original_key(abc: str) -> str:
@@ -117,13 +117,22 @@ def original_key(abc: str) -> str:
     return "C"
 
 
-def split_header_body(text: str) -> tuple[list[str], list[str]]:
-    """Split into (metadata lines, body lines) as the patchilizer does: empty lines dropped, no newlines kept.
+def is_body_line(line: str) -> bool:
+    """True for a line of interleaved music: it contains `[V:` or starts with a stream annotation `[r:`."""
+    return "[V:" in line or line.startswith("[r:")
 
-    The body starts at the first line that contains `[V:` or starts with `[r:`.
-    """
+
+def body_start(lines: Sequence[str]) -> int:
+    """Index of the first body line of interleaved ABC (`is_body_line`); len(lines) if none. Every line before
+    it (prompt lines, `%%score`, `L:`, `M:`, `K:`, `V:` definitions) is metadata, as in the reference patchilizer."""
+    return next((i for i, line in enumerate(lines) if is_body_line(line)), len(lines))
+
+
+def split_header_body(text: str) -> tuple[list[str], list[str]]:
+    """Split interleaved ABC into (metadata lines, body lines) at `body_start`: empty lines dropped, no newlines
+    kept."""
     lines = [line for line in text.split("\n") if line]
-    start = next((i for i, line in enumerate(lines) if "[V:" in line or line.startswith("[r:")), len(lines))
+    start = body_start(lines)
     return lines[:start], lines[start:]
 
 
@@ -131,6 +140,22 @@ def prompt_block(period: str, composer: str, instrumentation: str) -> str:
     """The fine-tuning prompt block `%period\\n%composer\\n%instrumentation\\n%end\\n`, ASCII-folded."""
     fields = [" ".join(ascii_fold(value).split()) for value in (period, composer, instrumentation)]
     return "".join(f"%{value}\n" for value in fields) + "%end\n"
+
+
+def prompt_lines(text: str) -> list[str]:
+    """The values of the single-`%` lines a text starts with, up to `%end` (blank lines skipped): the prompt block
+    as written, e.g. ["Baroque", "Bach, Johann Sebastian", "Choral"]; [] when the text starts otherwise."""
+    values = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith("%") or line.startswith("%%"):
+            break
+        value = line[1:].strip()
+        if value == "end":
+            break
+        values.append(value)
+    return values
 
 
 def strip_prompt_lines(text: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from notagen.abc.text import prompt_block
 from notagen.abc.transpose import KEYS, key_to_pitch_class, mode_to_key_signature
 from notagen.errors import InputError
+from notagen.io import read_jsonl
 
 Stage = Literal["pretrain", "finetune", "original"]
 
@@ -55,16 +56,7 @@ def read_index(root: str | Path) -> list[dict[str, Any]]:
     index = Path(root) / "index.jsonl"
     if not index.is_file():
         raise InputError(f"not a dataset folder (no index.jsonl): {root}")
-    records = []
-    with index.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise InputError(f"{index}:{line_no}: corrupt index line ({error.msg})") from error
-    return records
+    return read_jsonl(index, strict=True)
 
 
 class ScoreDataset:

@@ -4,7 +4,7 @@ Iteration k starts from checkpoint k (the recipe's `init_checkpoint` for k = 0, 
 writes, in `output_dir/iter_k/`:
 
 1. `samples/`: `samples_per_prompt` pieces per prompt, each as `<name>.raw.abc` (the model's text: prompt lines,
-   `[r:]`, reduced rests), `<name>.abc` (interleaved, rest-unreduced; absent when that fails) and `<name>.json`
+   `[r:]`, reduced rests), `<name>.interleaved.abc` (rest-unreduced; absent when that fails) and `<name>.json`
    (prompt, seed, stop reason, validity; the score is added after scoring). The JSON is written last, so a sample
    whose JSON exists is complete and is never regenerated.
 2. `scores.json` (+ `features.npy`): per sample the cosine to its prompt's reference centroid (global centroid when
@@ -30,9 +30,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import sys
-import tempfile
 import textwrap
 import time
 from collections import Counter
@@ -42,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
 
 from notagen import __version__
 from notagen.checkpoint import load_checkpoint, save_checkpoint
@@ -56,32 +52,36 @@ from notagen.dpo.preferences import (
     select_preferences,
 )
 from notagen.dpo.recipe import DPOConfig, dump_dpo_recipe, keys_help, load_dpo_recipe
-from notagen.errors import ConfigError, InputError, NotaGenError
-from notagen.io import atomic_write_json, atomic_write_text, content_hash
+from notagen.errors import ConfigError, InputError
+from notagen.formats import INTERLEAVED_ABC, RAW_ABC
+from notagen.io import append_jsonl, atomic_write_json, atomic_write_text, content_hash
 from notagen.metrics.evaluate import format_mean, is_missing
 from notagen.metrics.evaluate import format_value as _cell
 from notagen.metrics.scores import acs, nearest_cosine, standard_error
-from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
-from notagen.train.loop import collate, rng_state, seed_int, seeded, set_rng_state, setup_runtime
+from notagen.prompt import Prompt, prompt_key, resolve_prompt
+from notagen.train.core import (
+    METRICS_FILE,
+    STATE_FILE,
+    GuardedStep,
+    build_optimizer,
+    collate,
+    load_state,
+    read_metrics,
+    rng_state,
+    save_state,
+    seed_int,
+    seeded,
+    set_rng_state,
+    setup_runtime,
+    trainable,
+    trim_metrics,
+)
 from notagen.weights import open_checkpoint
 
-STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
-STATE_VERSION = 1
-MAX_SKIPPED_STEPS = 10
 VALIDITY_FIELDS = ("valid", "parses", "error", "voices", "bars", "misaligned_bars", "bae", "format_problems")
 # Recipe fields that define an iteration's samples, pairs and steps; a resumed run must not change them.
 RUN_FIELDS = ("seed", "samples_per_prompt", "portion", "batch_size", "temperature", "top_k", "top_p")
-
-
-class DPODiverged(NotaGenError):
-    """The DPO loss or gradients stopped being finite numbers."""
-
-
-def prompt_label(prompt: dict[str, Any]) -> str:
-    """The prompt key used everywhere in the metrics: "period | composer | instrumentation"."""
-    return f"{prompt['period']} | {prompt['composer']} | {prompt['instrumentation']}"
 
 
 def _read_json(path: Path) -> Any:
@@ -89,20 +89,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: unreadable ({error})") from error
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def scoring_text(interleaved: str | None, raw: str) -> str:
@@ -113,17 +99,6 @@ def scoring_text(interleaved: str | None, raw: str) -> str:
 
         return normalise_generated(raw)
     return "".join(line for line in interleaved.splitlines(keepends=True) if not line.startswith("X:"))
-
-
-class PairLogProbs(nn.Module):
-    """Sequence log-probabilities of a batch (the unit DDP wraps)."""
-
-    def __init__(self, model: NotaGenModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, patches: Tensor, masks: Tensor) -> Tensor:
-        return self.model.sequence_log_probs(patches, masks)
 
 
 class DPORun:
@@ -144,8 +119,6 @@ class DPORun:
         self.reference_pieces = load_pieces(config.reference, split=split)
         if not self.reference_pieces:
             raise InputError(f"reference {config.reference} has no {config.reference_split} pieces")
-        from notagen.metrics.scores import prompt_key
-
         self.reference_keys = [prompt_key(p.labels) for p in self.reference_pieces]
         self.prompts = self._resolve_prompts()
         self.held_out_pieces: list[Any] = []
@@ -169,33 +142,26 @@ class DPORun:
         self._barrier()
 
     # -- setup ---------------------------------------------------------------------------------------------------
-    def _resolve_prompts(self) -> list[dict[str, str]]:
-        from notagen.generation.cli import resolve_prompt
-
+    def _resolve_prompts(self) -> list[Prompt]:
         config = self.config
         counts = Counter(k for k in self.reference_keys if k is not None)
         if config.all_prompts:
             if not self.registry:
                 raise ConfigError(f"{config.init_checkpoint} has no prompt registry: list the prompts "
                                   "(prompts: ['period | composer | instrumentation', …])")
-            chosen = [{k: p[k] for k in ("period", "composer", "instrumentation")} for p in self.registry
-                      if counts.get(prompt_label(p), 0) >= config.min_reference_pieces]
+            registry = [prompt for prompt in map(Prompt.of, self.registry) if prompt is not None]
+            chosen = [p for p in registry if counts.get(str(p), 0) >= config.min_reference_pieces]
             if not chosen:
                 raise ConfigError(f"no registry prompt has {config.min_reference_pieces} or more reference pieces "
                                   f"in {config.reference}; lower min_reference_pieces or list the prompts")
             return chosen
-        resolved = []
-        for text in config.prompts:
-            period, composer, instrumentation = (part.strip() for part in text.split("|"))
-            prompt = resolve_prompt(period, composer, instrumentation, self.registry)
-            assert prompt is not None  # all three fields are given
-            resolved.append({k: prompt[k] for k in ("period", "composer", "instrumentation")})
-        return resolved
+        resolved = [resolve_prompt(*Prompt.parse(text).fields(), self.registry) for text in config.prompts]
+        return [prompt for prompt in resolved if prompt is not None]  # never None: all three fields are given
 
     def _write_run_file(self) -> None:
         """run.json pins what defines the samples and pairs; a resumed run with other values is refused."""
         path = self.run_dir / "run.json"
-        current = {"prompts": self.prompts, **{k: getattr(self.config, k) for k in RUN_FIELDS},
+        current = {"prompts": [p.to_dict() for p in self.prompts], **{k: getattr(self.config, k) for k in RUN_FIELDS},
                    "init_checkpoint": str(self.config.init_checkpoint)}
         if path.is_file():
             saved = _read_json(path)
@@ -208,8 +174,7 @@ class DPORun:
         atomic_write_text(self.run_dir / "recipe.yaml", dump_dpo_recipe(self.config))
 
     def _barrier(self) -> None:
-        if self.rt.distributed:
-            dist.barrier()
+        self.rt.barrier()
 
     def iter_dir(self, k: int) -> Path:
         return self.run_dir / f"iter_{k}"
@@ -229,7 +194,6 @@ class DPORun:
         from tqdm.auto import tqdm
 
         from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
-        from notagen.generation.cli import prompt_context
         from notagen.generation.postprocess import finish_text
 
         config = self.config
@@ -250,20 +214,20 @@ class DPORun:
         try:
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]
-                requests = [PieceRequest(prompt_context(self.prompts[j]),
-                                         seed_int(config.seed, "sample", k, prompt_label(self.prompts[j]), i)
+                requests = [PieceRequest(self.prompts[j].context(),
+                                         seed_int(config.seed, "sample", k, str(self.prompts[j]), i)
                                          % (2 ** 31 - 1)) for _, j, i in part]
                 pieces = engine.generate(requests, sampling, limits, batch_size=config.sample_batch_size)
                 for (name, j, i), request, piece in zip(part, requests, pieces):
                     finished = finish_text(piece.text)
-                    atomic_write_text(folder / f"{name}.raw.abc", piece.text)
+                    atomic_write_text(folder / f"{name}{RAW_ABC}", piece.text)
                     if finished.interleaved is not None:
-                        atomic_write_text(folder / f"{name}.abc", finished.interleaved)
+                        atomic_write_text(folder / f"{name}{INTERLEAVED_ABC}", finished.interleaved)
                     validity = {f: finished.validity.get(f) for f in VALIDITY_FIELDS if f in finished.validity}
                     validity["error"] = finished.error
                     atomic_write_json(folder / f"{name}.json", {
-                        "name": name, "iteration": k, "prompt": self.prompts[j], "prompt_key":
-                        prompt_label(self.prompts[j]), "index": i, "seed": request.seed,
+                        "name": name, "iteration": k, "prompt": self.prompts[j].to_dict(), "prompt_key":
+                        str(self.prompts[j]), "index": i, "seed": request.seed,
                         "checkpoint": self.checkpoint_of(k), "stop_reason": piece.stop_reason,
                         "chars": len(piece.generated), "bars": piece.bars, "seconds": round(piece.seconds, 3),
                         "valid": finished.valid, "validity": validity,
@@ -281,8 +245,8 @@ class DPORun:
             if not path.is_file():
                 raise InputError(f"{path}: missing sample (sampling did not finish)")
             record = _read_json(path)
-            record["raw"] = (folder / f"{name}.raw.abc").read_text(encoding="utf-8")
-            inter = folder / f"{name}.abc"
+            record["raw"] = (folder / f"{name}{RAW_ABC}").read_text(encoding="utf-8")
+            inter = folder / f"{name}{INTERLEAVED_ABC}"
             record["interleaved"] = inter.read_text(encoding="utf-8") if inter.is_file() else None
             samples.append(record)
         return samples
@@ -408,7 +372,7 @@ class DPORun:
             "label_accuracy": {},
         }
         features = np.load(self.iter_dir(k) / "features.npy")
-        prompt_of = {prompt_label(p): p for p in self.prompts}
+        prompt_of = {str(p): p.to_dict() for p in self.prompts}
         for label, probe in self.probes().items():
             if isinstance(probe, str):
                 report["label_accuracy"][label] = {"skipped": probe}
@@ -448,7 +412,7 @@ class DPORun:
         selections = []
         filters = self.preference_filters()
         for prompt in self.prompts:
-            key = prompt_label(prompt)
+            key = str(prompt)
             entries = [e for e in scores["samples"] if e["prompt"] == key]
             selections.append(select_preferences(
                 [(e["name"], e["score"]) for e in entries], self.config.portion,
@@ -484,40 +448,33 @@ class DPORun:
         reference = copy.deepcopy(policy).eval()
         reference.requires_grad_(False)
         policy.patch_level_decoder.base.wte.weight.requires_grad_(False)  # unused placeholder (DDP needs grads)
-        params = [p for p in policy.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-        step, skipped = 0, 0
+        optimizer = build_optimizer(policy, config.lr, config.weight_decay)
+        update = GuardedStep(optimizer, trainable(policy), config.grad_clip, what="DPO gradient")
+        step = 0
         if state_path.is_file():
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            if state.get("version") != STATE_VERSION:
-                raise InputError(f"{state_path}: state version {state.get('version')!r} is not {STATE_VERSION}")
+            state = load_state(state_path)
             policy.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             for group in optimizer.param_groups:  # the recipe is the source of truth for the step size
                 group["lr"] = config.lr
-            step, skipped = int(state["step"]), int(state.get("skipped", 0))
+            step, update.skipped = int(state["step"]), int(state.get("skipped", 0))
             set_rng_state(state["rng"])
-        module: nn.Module = PairLogProbs(policy)
-        if rt.distributed:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+        module = rt.wrap(policy)
         policy.train(config.policy_dropout)
         patchilizer = Patchilizer(patch_size=policy.config.patch_size, patch_length=policy.config.patch_length)
-        raw = {name: (folder / "samples" / f"{name}.raw.abc").read_text(encoding="utf-8")
+        raw = {name: (folder / "samples" / f"{name}{RAW_ABC}").read_text(encoding="utf-8")
                for plist in pairs.values() for pair in plist for name in pair}
         prompt_order = sorted(pairs)
 
-        def save_state() -> None:
+        def write_state() -> None:
             if rt.main:
-                _atomic_torch_save({"version": STATE_VERSION, "step": step, "skipped": skipped,
-                                    "model": {n: t.detach().cpu() for n, t in policy.state_dict().items()},
-                                    "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                                    "recipe": config.to_dict()}, state_path)
+                save_state(state_path, {"step": step, "skipped": update.skipped,
+                                        "model": {n: t.detach().cpu() for n, t in policy.state_dict().items()},
+                                        "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                                        "recipe": config.to_dict()})
 
         if rt.main:
-            self._trim_metrics(folder / METRICS_FILE, step)
+            trim_metrics(folder / METRICS_FILE, step)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps_per_iteration, initial=step, unit="step", desc=f"iter {k} DPO",
@@ -539,23 +496,13 @@ class DPORun:
                 patches, masks = collate(sequences, patchilizer.patch_size)
                 patches, masks = patches.to(self.device), masks.to(self.device)
                 torch.manual_seed(seed_int(config.seed, "dropout", k, step, rt.rank))
-                policy_logps = module(patches, masks)
+                policy_logps = -module(patches, masks, reduction="sequence")
                 with torch.no_grad():
-                    ref_logps = reference.sequence_log_probs(patches, masks)
+                    ref_logps = -reference(patches, masks, reduction="sequence")
                 loss, metrics = dpop_loss(policy_logps[0::2], policy_logps[1::2], ref_logps[0::2],
                                           ref_logps[1::2], config.beta, config.lam)
                 loss.backward()
-                max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                if torch.isfinite(grad_norm) and math.isfinite(metrics["loss"]):
-                    optimizer.step()
-                else:  # a NaN/inf update would poison AdamW's moments: drop it
-                    skipped += 1
-                    print(f"notagen: warning: non-finite DPO gradient at step {step + 1}; update skipped",
-                          file=sys.stderr)
-                    if skipped >= MAX_SKIPPED_STEPS:
-                        raise DPODiverged(f"{skipped} DPO steps had non-finite gradients; lower lr")
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm = update(step, finite_loss=math.isfinite(metrics["loss"]))
                 step += 1
                 if rt.distributed:  # every process holds as many pairs: the mean of the means is the global mean
                     names = sorted(metrics)
@@ -568,44 +515,22 @@ class DPORun:
                 if step % config.log_every == 0 or step == config.steps_per_iteration:
                     record = {"step": step, **{key: float(np.mean([w[key] for w in window])) for key in window[0]}}
                     if rt.main:
-                        with (folder / METRICS_FILE).open("a", encoding="utf-8") as handle:
-                            handle.write(json.dumps(record) + "\n")
+                        append_jsonl(folder / METRICS_FILE, record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", margin=f"{record['margin']:.3f}")
                     window = []
                 if step % config.save_every == 0 and step < config.steps_per_iteration:
-                    save_state()
+                    write_state()
         finally:
             bar.close()
         if rt.main:
-            training["skipped_steps"] = skipped
+            training["skipped_steps"] = update.skipped
             save_checkpoint(folder / "checkpoint", policy, prompts=start.prompts, training=training)
-            save_state()  # after the checkpoint: the state file then describes a finished iteration
+            write_state()  # after the checkpoint: the state file then describes a finished iteration
         self._barrier()
         return self._train_summary(k)
 
-    @staticmethod
-    def _trim_metrics(path: Path, step: int) -> None:
-        """Drop metric lines logged after the saved step (an interrupted run logs past its last save)."""
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
-
     def _train_summary(self, k: int) -> dict[str, Any]:
-        path = self.iter_dir(k) / METRICS_FILE
-        rows = []
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
+        rows = read_metrics(self.iter_dir(k) / METRICS_FILE)
         summary: dict[str, Any] = {"steps": rows[-1]["step"] if rows else 0}
         if rows:
             summary.update(first_loss=rows[0]["loss"], last_loss=rows[-1]["loss"], first_margin=rows[0]["margin"],
@@ -646,7 +571,7 @@ class DPORun:
         rows = [self.iteration(k) for k in range(self.config.iterations)]
         if self.config.final_eval:
             rows.append(self.iteration(self.config.iterations, train=False))
-        report = {"output_dir": str(self.run_dir), "prompts": [prompt_label(p) for p in self.prompts],
+        report = {"output_dir": str(self.run_dir), "prompts": [str(p) for p in self.prompts],
                   "samples_per_prompt": self.config.samples_per_prompt, "encoder": None, "rows": rows,
                   "final_checkpoint": str(self.iter_dir(self.config.iterations - 1) / "checkpoint")}
         if self.rt.main:
@@ -656,8 +581,7 @@ class DPORun:
         return report
 
     def close(self) -> None:
-        if self.rt.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        self.rt.close()
 
 
 def acs_change(first: dict[str, Any], last: dict[str, Any]) -> tuple[float, float] | None:
@@ -747,4 +671,4 @@ dpo_command.__doc__ = (dpo_command.__doc__ or "").replace(
     "\n\n    Args:", "\n\n    Recipe keys:\n" + textwrap.indent(keys_help(), "    ") + "\n\n    Args:", 1)
 
 
-__all__ = ["DPORun", "dpo_command", "prompt_label", "scoring_text"]
+__all__ = ["DPORun", "dpo_command", "scoring_text"]

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import yaml
 
-from notagen.errors import ConfigError
+from notagen.errors import ConfigError, PromptError
 from notagen.generation.sampling import SamplingSettings
+from notagen.prompt import FIELDS, Prompt
 from notagen.train.recipe import coerce, field_docs, recipe_items, unknown_key_error
 
 
@@ -147,27 +148,31 @@ _FIELDS = {f.name: f for f in dataclasses.fields(DPOConfig)}
 
 
 def _prompt_list(value: Any, where: str) -> list[str]:
+    """`all`, or each prompt as `period | composer | instrumentation` (from a string, a `;`-separated string or a
+    mapping)."""
     if isinstance(value, str):
-        items = [part for part in value.split(";")]
+        items: list[Any] = value.split(";")
     elif isinstance(value, (list, tuple)):
-        items = []
-        for item in value:
-            if isinstance(item, dict):
-                missing = [k for k in ("period", "composer", "instrumentation") if not item.get(k)]
-                if missing:
-                    raise ConfigError(f"{where}: prompt {item!r} lacks {', '.join(missing)}")
-                items.append(f"{item['period']} | {item['composer']} | {item['instrumentation']}")
-            elif isinstance(item, str):
-                items.append(item)
-            else:
-                raise ConfigError(f"{where}: a prompt is a string or a mapping, got {item!r}")
+        items = list(value)
     else:
         raise ConfigError(f"{where}: expected `all` or a list of prompts, got {value!r}")
-    items = [" ".join(item.split()) for item in items if item.strip()]
+    prompts = []
     for item in items:
-        if item.lower() != "all" and item.count("|") != 2:
-            raise ConfigError(f"{where}: prompt {item!r} is not 'period | composer | instrumentation'")
-    return items
+        if isinstance(item, dict):
+            missing = [k for k in FIELDS if not item.get(k)]
+            if missing:
+                raise ConfigError(f"{where}: prompt {item!r} lacks {', '.join(missing)}")
+            prompts.append(str(Prompt.of(item)))
+        elif not isinstance(item, str):
+            raise ConfigError(f"{where}: a prompt is a string or a mapping, got {item!r}")
+        elif item.strip().lower() == "all":
+            prompts.append("all")
+        elif item.strip():
+            try:
+                prompts.append(str(Prompt.parse(item)))
+            except PromptError as error:
+                raise ConfigError(f"{where}: {error}") from None
+    return prompts
 
 
 def _set(values: dict[str, Any], key: str, value: Any, where: str) -> None:

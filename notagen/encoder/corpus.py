@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notagen.data.dataset import read_index
 from notagen.errors import InputError
 
 # Information fields that name or describe a tune rather than its music (and would leak labels).
@@ -32,18 +33,6 @@ class Piece:
 
 def is_dataset(root: Path) -> bool:
     return (root / "index.jsonl").is_file() and (root / "pieces").is_dir()
-
-
-def read_index(root: Path) -> list[dict[str, Any]]:
-    records = []
-    with (root / "index.jsonl").open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{root / 'index.jsonl'}:{number}: bad JSON ({error.msg})") from None
-    return records
 
 
 def piece_text(piece_json: dict[str, Any], record: dict[str, Any]) -> str:

@@ -16,8 +16,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from notagen.abc.text import strip_prompt_lines
 from notagen.encoder.model import M3Model
-from notagen.encoder.patchilizer import M3Patchilizer, strip_comment_lines
+from notagen.encoder.patchilizer import M3Patchilizer
 
 
 def segments(n: int, length: int) -> list[tuple[int, int, int]]:
@@ -64,7 +65,7 @@ class FeatureExtractor:
 
     def piece_patches(self, text: str) -> list[list[int]]:
         if self.strip_comments:
-            text = strip_comment_lines(text)
+            text = strip_prompt_lines(text)
         if self.strip_default_length:
             text = text.replace("L:1/8\n", "")
         return self.patchilizer.encode(text, add_special_patches=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from unidecode import unidecode
 
+from notagen.patchilizer import BAR_DELIMITERS, BAR_SPLIT  # the same bar split as NotaGen's own patches
+
 PAD_ID = 0
 BOS_ID = 1
 EOS_ID = 2
@@ -24,8 +26,6 @@ VOCAB_SIZE = 128
 PATCH_SIZE = 64
 PATCH_LENGTH = 512
 
-BAR_DELIMITERS = ("|:", "::", ":|", "[|", "||", "|]", "|")
-_BAR_SPLIT = re.compile("(" + "|".join(map(re.escape, BAR_DELIMITERS)) + ")")
 _LINES = re.compile(r".*?\n|.+$")
 
 
@@ -34,7 +34,7 @@ def split_bars(line: str) -> list[str]:
 
     Text after the last barline (or a line without barlines) yields nothing, as in the reference.
     """
-    parts = [part for part in _BAR_SPLIT.split(line) if part]
+    parts = [part for part in BAR_SPLIT.split(line) if part]
     if not parts:
         return []
     if parts[0] in BAR_DELIMITERS and len(parts) > 1:
@@ -45,12 +45,6 @@ def split_bars(line: str) -> list[str]:
 def is_header_line(line: str) -> bool:
     """A line that is one patch on its own: `X:`-style field or `%%` directive."""
     return len(line) > 1 and ((line[0].isalpha() and line[1] == ":") or line.startswith("%%"))
-
-
-def strip_comment_lines(text: str) -> str:
-    """Drop lines starting with a single `%` (prompt lines, `%end`), keep `%%` directives (NotaGen's scorer)."""
-    lines = text.split("\n")
-    return "\n".join(line for line in lines if not (line.startswith("%") and not line.startswith("%%")))
 
 
 @dataclass(frozen=True)

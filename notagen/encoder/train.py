@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +21,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from notagen.abc.text import strip_prompt_lines
 from notagen.encoder.corpus import Piece, load_pieces
 from notagen.encoder.loading import load_native, save_encoder
 from notagen.encoder.model import EncoderConfig, M3Model
-from notagen.encoder.patchilizer import EOS_ID, MASK_ID, PAD_ID, M3Patchilizer, crop_window, strip_comment_lines
+from notagen.encoder.patchilizer import EOS_ID, MASK_ID, PAD_ID, M3Patchilizer, crop_window
 from notagen.errors import CheckpointError, ConfigError, InputError
-from notagen.io import atomic_write_bytes
+from notagen.io import atomic_directory, atomic_path
+from notagen.train.core import METRICS_FILE, trim_metrics
 
 MASK_RATIO = 0.45
 
@@ -82,23 +81,9 @@ def encode_pieces(pieces: list[Piece], patchilizer: M3Patchilizer) -> list[np.nd
     """Every piece as an int8 array [n, patch_size] (special patches included, no truncation)."""
     arrays = []
     for piece in pieces:
-        patches = patchilizer.encode(strip_comment_lines(piece.text), add_special_patches=True)
+        patches = patchilizer.encode(strip_prompt_lines(piece.text), add_special_patches=True)
         arrays.append(np.asarray(patches, dtype=np.int8))
     return arrays
-
-
-def _swap_dir(target: Path, write: Callable[[Path], None]) -> None:
-    """Write a directory beside `target`, then swap it in: readers never see a half-written checkpoint."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _rng_tensor(rng: random.Random) -> torch.Tensor:
@@ -237,16 +222,19 @@ def train_encoder_command(
 
     def checkpoint(step: int, eval_loss: float, is_best: bool) -> None:
         info = {**provenance, "step": step, "eval_loss": eval_loss}
-        _swap_dir(out / "last", lambda d: save_encoder(model, d, encoder_name, info))
-        if is_best:
-            _swap_dir(out / "best", lambda d: save_encoder(model, d, encoder_name, info))
-        buffer = _torch_bytes({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                               "step": step, "best_eval": best_eval, "python_rng": _rng_tensor(rng),
-                               "torch_rng": torch.get_rng_state()})
-        atomic_write_bytes(state_path, buffer)
+        for kept, wanted in (("last", True), ("best", is_best)):
+            if wanted:
+                with atomic_directory(out / kept) as folder:
+                    save_encoder(model, folder, encoder_name, info)
+        with atomic_path(state_path) as tmp:
+            torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step,
+                        "best_eval": best_eval, "python_rng": _rng_tensor(rng), "torch_rng": torch.get_rng_state()},
+                       tmp)
 
     out.mkdir(parents=True, exist_ok=True)
-    metrics = (out / "metrics.jsonl").open("a" if resume else "w", encoding="utf-8")
+    if resume:  # lines logged after the saved step would come twice
+        trim_metrics(out / METRICS_FILE, start_step)
+    metrics = (out / METRICS_FILE).open("a" if resume else "w", encoding="utf-8")
     bar = None
     if progress:
         from tqdm import tqdm
@@ -287,11 +275,3 @@ def train_encoder_command(
             bar.close()
     print(f"encoder: {steps} steps, best eval loss {best_eval:.4f}; weights in {out / 'best'}")
     return 0
-
-
-def _torch_bytes(obj: dict[str, Any]) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from notagen.abc.text import body_start, is_body_line
 from notagen.config import EOS_ID
 from notagen.generation.cache import KVCache
 from notagen.generation.constraints import StrictDecoder, sample_strict
@@ -38,7 +39,6 @@ from notagen.generation.sampling import SamplingSettings, UniformStreams
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer, is_eos_patch
 
-BODY_PREFIXES = ("[r:", "[V:")
 FORCED_START = "[r:0/"
 STOP_REASONS = ("eos", "max_bars", "max_chars", "max_patches", "max_seconds", "context_full")
 
@@ -116,13 +116,12 @@ class EngineStats:
 
 
 def body_lines_of(text: str) -> tuple[list[str], list[str]]:
-    """(metadata lines, body lines) of a generated text, as the reference's re-window splits it.
+    """(metadata lines, body lines) of a generated text, split where the patchilizer splits it (`body_start`).
 
-    The body starts at the first line starting `[r:` or `[V:`; every line keeps its newline except an unfinished
-    last line. Empty lines are dropped.
+    Every line keeps its newline except an unfinished last line. Empty lines are dropped.
     """
     lines = text.split("\n")
-    start = next((i for i, line in enumerate(lines) if line.startswith(BODY_PREFIXES)), len(lines))
+    start = body_start(lines)
     metadata = [line + "\n" for line in lines[:start] if line]
     body = [line + "\n" for line in lines[start:-1]] + ([lines[-1]] if start < len(lines) else [])
     return metadata, [line for line in body if line.strip("\n")]
@@ -284,7 +283,7 @@ class PieceState:
         for i, part in enumerate(pieces[:-1]):
             line = self.line + part
             self.line = ""
-            if line.startswith(BODY_PREFIXES):
+            if is_body_line(line):
                 self.bars += 1
                 # Strict decoding plans the piece's length within the limit and ends it with the EOS patch.
                 strict = self.decoder is not None and not self.decoder.disabled

@@ -18,17 +18,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from notagen.encoder.corpus import Piece, is_dataset, load_pieces, read_index
-from notagen.errors import ConfigError, InputError, NotaGenError
+from notagen.data.dataset import read_index
+from notagen.encoder.corpus import Piece, is_dataset, load_pieces
+from notagen.errors import ConfigError, InputError, NotaGenError, PromptError
 from notagen.io import atomic_write_json, atomic_write_text, content_hash
 from notagen.metrics.memorisation import MemorisationIndex, flagged_share
-from notagen.metrics.scores import LinearProbe, acs, prompt_key, validity
-
-PROMPT_FIELDS = ("period", "composer", "instrumentation")
+from notagen.metrics.scores import LinearProbe, acs, validity
+from notagen.prompt import Prompt, prompt_key
 
 
 @dataclass
-class GeneratedPiece:
+class GeneratedFile:
+    """A generated piece as read from a file to be scored (the engine's own result is `GeneratedFile`)."""
+
     name: str
     raw: str
     text: str  # interleaved, rest-unreduced, no [r:] (prompt lines kept; features drop them)
@@ -37,21 +39,6 @@ class GeneratedPiece:
     @property
     def prompt(self) -> str | None:
         return prompt_key(self.labels)
-
-
-def prompt_from_lines(text: str) -> dict[str, str]:
-    """(period, composer, instrumentation) from the single-`%` lines before `%end`, if there are three."""
-    values = []
-    for line in text.splitlines():
-        if line.startswith("%%") or not line.startswith("%"):
-            if values and not line.startswith("%"):
-                break
-            continue
-        value = line[1:].strip()
-        if value == "end":
-            break
-        values.append(value)
-    return dict(zip(PROMPT_FIELDS, values[:3])) if len(values) >= 3 else {}
 
 
 def _manifest_prompts(folder: Path) -> dict[str, dict[str, str]]:
@@ -78,23 +65,21 @@ def _manifest_prompts(folder: Path) -> dict[str, dict[str, str]]:
         if not isinstance(item, dict):
             continue
         source = item.get("prompt", item)
-        if isinstance(source, str):
-            source = dict(zip(PROMPT_FIELDS, [s.strip() for s in source.split("|")]))
-        labels = {k: str(source[k]) for k in PROMPT_FIELDS if isinstance(source, dict) and source.get(k)}
-        if labels:
-            out[Path(name).name] = labels
+        try:
+            prompt = (Prompt.parse(source) if isinstance(source, str)
+                      else Prompt.of(source) if isinstance(source, dict) else None)
+        except PromptError:
+            prompt = None
+        if prompt is not None:
+            out[Path(name).name] = prompt.to_dict()
     return out
 
 
 def normalise_generated(text: str) -> str:
     """Strip `[r:]` annotations and re-insert the voices a rest-reduced piece omits."""
-    try:
-        from notagen.abc.interleave import is_interleaved, is_rest_reduced, rest_unreduce
-        from notagen.abc.text import strip_stream_annotations
-    except ImportError:  # the ABC helpers are optional here: the memorisation parser copes with both forms
-        import re
+    from notagen.abc.interleave import is_interleaved, is_rest_reduced, rest_unreduce
+    from notagen.abc.text import strip_stream_annotations
 
-        return re.sub(r"\[r:[^\]]*\]", "", text)
     clean = strip_stream_annotations(text)
     try:
         if is_interleaved(clean) and is_rest_reduced(clean):
@@ -114,12 +99,11 @@ def _asked_prompt(path: Path) -> dict[str, str]:
         prompt = json.loads(manifest.read_text(encoding="utf-8")).get("prompt")
     except (OSError, json.JSONDecodeError, AttributeError):
         return {}
-    if not isinstance(prompt, dict):
-        return {}
-    return {k: str(prompt[k]) for k in PROMPT_FIELDS if prompt.get(k)}
+    prompt = Prompt.of(prompt) if isinstance(prompt, dict) else None
+    return {} if prompt is None else prompt.to_dict()
 
 
-def read_generated(folder: Path) -> list[GeneratedPiece]:
+def read_generated(folder: Path) -> list[GeneratedFile]:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of generated .abc files")
     files = sorted(path for path in folder.rglob("*.abc")
@@ -135,8 +119,9 @@ def read_generated(folder: Path) -> list[GeneratedPiece]:
         raw = path.read_text(encoding="utf-8", errors="replace")
         # The prompt asked for: the piece's own JSON manifest (`notagen generate`), else its first prompt lines
         # (the model may write more prompt lines after the given ones), else a manifest.json beside the files.
-        labels = _asked_prompt(path) or prompt_from_lines(raw) or manifest.get(path.name, {})
-        pieces.append(GeneratedPiece(str(path.relative_to(folder)), raw, normalise_generated(raw), labels))
+        from_lines = Prompt.from_text(raw)
+        labels = _asked_prompt(path) or (from_lines.to_dict() if from_lines else {}) or manifest.get(path.name, {})
+        pieces.append(GeneratedFile(str(path.relative_to(folder)), raw, normalise_generated(raw), labels))
     return pieces
 
 
@@ -159,7 +144,7 @@ def _embed_reference(extractor: Any, pieces: list[Piece], cache: Path | None) ->
 
 
 def _probe_scores(ref_features: np.ndarray, ref_pieces: list[Piece], gen_features: np.ndarray,
-                  generated: list[GeneratedPiece], eval_features: np.ndarray | None,
+                  generated: list[GeneratedFile], eval_features: np.ndarray | None,
                   eval_pieces: list[Piece]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label in ("period", "instrumentation"):
@@ -206,7 +191,7 @@ def format_mean(mean: Any, se: Any, digits: int = 3) -> str:
     return f"{format_value(mean, digits)} ± {format_value(se, digits)}"
 
 
-def _plots(out: Path, generated: list[GeneratedPiece], acs_scores: list[float] | None,
+def _plots(out: Path, generated: list[GeneratedFile], acs_scores: list[float] | None,
            runs: list[int] | None) -> list[str]:
     import matplotlib
 

@@ -1,5 +1,5 @@
 """Per-set scores: ACS (CLaMP score against a prompt's reference centroid), label accuracy (linear probes), bar
-alignment error and validity (from `check_abc`), and a language model's perplexity (clamp-dpo-and-metrics.md §3).
+alignment error and validity (from `check_abc`), and a language model's perplexity.
 """
 
 from __future__ import annotations
@@ -12,14 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-PromptKey = str  # "period | composer | instrumentation"
-
-
-def prompt_key(labels: dict[str, Any] | None) -> PromptKey | None:
-    if not labels or not all(labels.get(k) for k in ("period", "composer", "instrumentation")):
-        return None
-    return f"{labels['period']} | {labels['composer']} | {labels['instrumentation']}"
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -225,12 +217,14 @@ class PerplexityResult:
 @torch.no_grad()
 def perplexity(model: Any, texts: Sequence[str], encode: Callable[[str], list[list[int]]] | Any,
                device: str = "cpu") -> PerplexityResult:
-    """exp(mean negative log-likelihood per predicted character) of a set of texts.
+    """exp(mean negative log-likelihood per predicted character) of a set of texts, from the model's own loss
+    (`NotaGenModel.forward`, summed over every real target character).
 
-    `model` is anything with `forward(patches, masks) -> mean loss` (and, for exact token weighting, NotaGen's
-    `char_targets` + `char_log_probs`); `encode` is a callable text → patches or a patchilizer with `encode_train`
-    (used with a fixed crop seed, so long pieces give the same window every time).
+    `encode` is a callable text → patches or a patchilizer with `encode_train` (used with a fixed crop seed, so
+    long pieces give the same window every time).
     """
+    from notagen.model import target_char_counts
+
     if hasattr(encode, "encode_train"):
         patchilizer = encode
 
@@ -238,24 +232,15 @@ def perplexity(model: Any, texts: Sequence[str], encode: Callable[[str], list[li
             return patchilizer.encode_train(text, rng=random.Random(0))
 
     total_nll, total_chars = 0.0, 0
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
+    was_training = model.training
+    model.eval()
     try:
         for text in texts:
             patches = torch.tensor(encode(text), dtype=torch.long, device=device).unsqueeze(0)
             masks = torch.ones(patches.shape[:2], dtype=torch.long, device=device)
-            if hasattr(model, "char_targets") and hasattr(model, "char_log_probs"):
-                vectors, targets = model.char_targets(patches, masks)
-                log_probs, real = model.char_log_probs(vectors, targets)
-                total_nll -= float((log_probs * real).sum())
-                total_chars += int(real.sum())
-            else:  # weight the mean loss by the number of real characters after the first patch
-                chars = int((patches[0, 1:] != 0).sum())
-                total_nll += float(model(patches, masks)) * chars
-                total_chars += chars
+            total_nll += float(model(patches, masks, reduction="sum"))
+            total_chars += int(target_char_counts(patches, masks).sum())
     finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+        model.train(was_training)
     nll = total_nll / max(total_chars, 1)
     return PerplexityResult(math.exp(nll), nll, total_chars, len(texts))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from notagen.abc.text import prompt_lines
 from notagen.errors import ConversionError, InputError, NotaGenError
 from notagen.instruments import (
     Instrument,
@@ -23,6 +24,7 @@ from notagen.instruments import (
     match_ensemble,
     name_ensemble,
 )
+from notagen.prompt import Prompt
 
 
 @dataclass(frozen=True)
@@ -605,19 +607,6 @@ def melodic_patterns(piece: Parsed) -> tuple[int, int]:
     return len(set(windows)), len(windows)
 
 
-def prompt_lines(raw: str) -> list[str]:
-    """The single-`%` lines before `%end` at the top of a raw generated text (the prompt block as written)."""
-    lines = []
-    for line in raw.splitlines():
-        if not line.startswith("%") or line.startswith("%%"):
-            break
-        value = line[1:].strip()
-        if value == "end":
-            return lines
-        lines.append(value)
-    return lines if lines else []
-
-
 def prompt_as_asked(raw: str | None, asked: dict[str, str] | None) -> tuple[bool | None, list[str]]:
     """(the prompt block in the raw text is exactly the asked period, composer, instrumentation; the lines found).
     None when there is no raw text, no asked prompt or no prompt block."""
@@ -626,8 +615,8 @@ def prompt_as_asked(raw: str | None, asked: dict[str, str] | None) -> tuple[bool
     lines = prompt_lines(raw)
     if not lines:
         return None, []
-    wanted = [asked.get(k, "") for k in ("period", "composer", "instrumentation")]
-    return lines == wanted, lines
+    wanted = Prompt.of(asked)
+    return wanted is not None and lines == list(wanted.fields()), lines
 
 
 def _share(count: int | bool, total: int) -> float | None:

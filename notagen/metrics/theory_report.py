@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notagen.errors import PromptError
 from notagen.io import atomic_write_json, content_hash
 from notagen.metrics.theory import METRIC_KEYS, METRICS, analyse_text
+from notagen.prompt import Prompt
 
 # --- Sets of pieces -----------------------------------------------------------------------------------------------
 
@@ -120,8 +122,9 @@ def real_pieces_by_prompt(reference: Path, prompts: Iterable[str], min_real: int
 
     The dataset's eval split first; when it holds fewer than `min_real` pieces of the prompt, the prompt's train
     pieces are added (their split is named in the report)."""
+    from notagen.data.dataset import read_index
     from notagen.encoder.corpus import is_dataset, load_pieces
-    from notagen.metrics.scores import prompt_key
+    from notagen.prompt import prompt_key
 
     wanted = set(prompts)
     if not is_dataset(Path(reference)):
@@ -129,8 +132,6 @@ def real_pieces_by_prompt(reference: Path, prompts: Iterable[str], min_real: int
         out = {p: {"pieces": [x for x in pieces if prompt_key(x.labels) == p], "source": "reference"}
                for p in wanted}
         return out
-    from notagen.encoder.corpus import read_index
-
     records = [r for r in read_index(Path(reference)) if prompt_key(r.get("labels")) in wanted]
     eval_counts = Counter(prompt_key(r.get("labels")) for r in records if r.get("split") == "eval")
     need_train = {p for p in wanted if eval_counts.get(p, 0) < min_real}
@@ -154,7 +155,7 @@ def real_baselines(reference: Path, prompts: Iterable[str], min_real: int = 5, c
     try:
         for prompt, entry in real_pieces_by_prompt(Path(reference), prompts, min_real).items():
             results, names = [], []
-            instrumentation = prompt.split(" | ")[-1] if prompt else None
+            instrumentation = Prompt.parse(prompt).instrumentation if prompt else None
             for piece in entry["pieces"]:
                 cached = cache.get(piece.id) if cache is not None else None
                 if cached is None:
@@ -192,8 +193,8 @@ def build_theory_report(generated: Sequence[Any], reference: Path | None, min_re
                   cache_dir: Path | None = None) -> dict[str, Any]:
     """Per prompt: generated and real summaries side by side, plus per-piece values of the generated pieces.
 
-    `generated` are `notagen.metrics.evaluate.GeneratedPiece`s (name, raw, text, labels)."""
-    from notagen.metrics.scores import prompt_key
+    `generated` are `notagen.metrics.evaluate.GeneratedFile`s (name, raw, text, labels)."""
+    from notagen.prompt import prompt_key
 
     groups: dict[str, list[Any]] = {}
     for piece in generated:
@@ -222,8 +223,10 @@ def build_theory_report(generated: Sequence[Any], reference: Path | None, min_re
 
 def short_prompt(prompt: str) -> str:
     """"Bach / Choral" for "Baroque | Bach, Johann Sebastian | Choral" (composer's last name and instrumentation)."""
-    parts = prompt.split(" | ")
-    return f"{parts[1].split(',')[0]} / {parts[2]}" if len(parts) == 3 else prompt
+    try:
+        return Prompt.parse(prompt).short()
+    except PromptError:  # "(no prompt)"
+        return prompt
 
 
 def side_by_side(report: dict[str, Any]) -> list[str]:

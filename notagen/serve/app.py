@@ -23,27 +23,19 @@ from starlette.datastructures import UploadFile
 
 from notagen import __version__
 from notagen.errors import NotaGenError
-from notagen.generation.cli import (
-    continuation_text,
-    pick_device,
-    prompt_context,
-    resolve_prompt,
-    with_prompt,
-)
+from notagen.formats import MEDIA_TYPES, SCORE_INPUTS, describe
+from notagen.generation.continuation import continuation_text, with_prompt
 from notagen.generation.sampling import SamplingSettings
+from notagen.prompt import prompt_context, resolve_prompt
 from notagen.serve.jobs import JobManager, QueueFullError
 from notagen.serve.runner import PieceRunner
-from notagen.weights import open_checkpoint
+from notagen.weights import open_checkpoint, pick_device
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-UPLOAD_SUFFIXES = (".abc", ".xml", ".musicxml", ".mxl", ".mid", ".midi")
+UPLOAD_SUFFIXES = tuple(SCORE_INPUTS)
 MAX_PIECES = 8
 MAX_BARS = 1024
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the JSON request field, on top of the file itself
-MEDIA_TYPES = {".abc": "text/plain; charset=utf-8", ".json": "application/json",
-               ".musicxml": "application/vnd.recordare.musicxml+xml", ".mid": "audio/midi", ".wav": "audio/wav",
-               ".png": "image/png", ".svg": "image/svg+xml", ".xml": "application/xml", ".mxl": "application/zip",
-               ".midi": "audio/midi"}
 
 
 # -- request schema -------------------------------------------------------------------------------------------
@@ -175,6 +167,12 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
         """The (period, composer, instrumentation) prompts the model was trained with; empty: unconditional."""
         return {"registry": bool(registry), "prompts": registry}
 
+    @app.get("/api/formats", tags=["studio"])
+    def formats() -> dict[str, Any]:
+        """What each piece is written as (key, --formats choice, file suffix, media type, download label) and the
+        file types a beginning to continue may be."""
+        return describe()
+
     @app.post("/api/jobs", status_code=202, tags=["jobs"], openapi_extra={"requestBody": {
         "required": True,
         "content": {
@@ -214,8 +212,6 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
             prompt = resolve_prompt(*fields, registry)
         except NotaGenError as error:
             raise HTTPException(400, str(error)) from error
-        if prompt is not None:
-            prompt = {key: prompt[key] for key in ("period", "composer", "instrumentation")}
         context = prompt_context(prompt)
         upload_name = upload_bytes = None
         if upload is not None:
@@ -231,8 +227,8 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
             beginning = await run_in_threadpool(_read_beginning, upload_name, upload_bytes, body.max_bars)
             context = with_prompt(prompt, beginning)
         max_seconds = min(body.max_seconds or max_piece_seconds, max_piece_seconds)
-        spec = {"prompt": prompt, "sampling": body.sampling.model_dump(), "seed": body.seed, "n": body.n,
-                "max_bars": body.max_bars, "max_seconds": max_seconds, "retries": body.retries,
+        spec = {"prompt": prompt and prompt.to_dict(), "sampling": body.sampling.model_dump(), "seed": body.seed,
+                "n": body.n, "max_bars": body.max_bars, "max_seconds": max_seconds, "retries": body.retries,
                 "continue_from": upload_name}
         try:
             job = manager.submit(spec, work=context)

@@ -2,7 +2,7 @@
 
 The model is loaded once and shared read-only by every worker; each worker thread gets its own
 `GenerationEngine` (an engine keeps per-call caches, so two threads must not share one). Pieces are written with
-`generation.cli.write_piece`, exactly as `notagen generate` writes them, into `OUTPUT/jobs/<job id>/`.
+`notagen.generation.output.write_piece`, exactly as `notagen generate` writes them, into `OUTPUT/jobs/<job id>/`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from notagen.checkpoint import Checkpoint
-from notagen.generation.cli import OUTPUT_FORMATS, model_summary, piece_manifest, piece_name, write_piece
+from notagen.formats import OUTPUT_FORMATS
 from notagen.generation.engine import GenerationEngine, GenerationLimits, PieceRequest, Progress
+from notagen.generation.output import model_summary, piece_manifest, piece_name, write_piece
 from notagen.generation.postprocess import generate_checked
 from notagen.generation.sampling import SamplingSettings
 from notagen.serve.jobs import Job, JobManager

@@ -23,55 +23,50 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
-import os
-import random
 import sys
-import tempfile
 import textwrap
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from notagen import __version__
 from notagen.checkpoint import LM_HEAD_KEY, native_state_dict, save_checkpoint
-from notagen.config import PAD_ID, ModelConfig
+from notagen.config import ModelConfig
 from notagen.data.dataset import ScoreDataset, draw_key
-from notagen.errors import ConfigError, InputError, NotaGenError
-from notagen.io import atomic_write_text
-from notagen.model import NotaGenModel
+from notagen.errors import ConfigError, InputError
+from notagen.io import append_jsonl, atomic_write_text
+from notagen.model import NotaGenModel, char_subset, target_char_counts
 from notagen.patchilizer import Patchilizer
+from notagen.prompt import Prompt
+from notagen.train.core import (
+    METRICS_FILE,
+    STATE_FILE,
+    GuardedStep,
+    build_optimizer,
+    collate,
+    load_state,
+    rng_state,
+    save_state,
+    seed_int,
+    seeded,
+    set_rng_state,
+    setup_runtime,
+    trainable,
+    trim_metrics,
+)
 from notagen.train.recipe import TrainConfig, dump_recipe, keys_help, load_recipe
 from notagen.weights import open_checkpoint
 
-STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
-STATE_VERSION = 1
 # Recipe fields that define the data stream and the step size; changing them makes a resumed run a different run.
-MAX_SKIPPED_STEPS = 10  # non-finite gradient steps tolerated before the run is declared diverged
-STREAM_FIELDS = ("stage", "seed", "batch_size", "grad_accum", "key_policy", "char_batch_limit")
-
-
-class TrainingDiverged(NotaGenError):
-    """The loss or gradients stopped being finite numbers."""
-
-
-def seeded(seed: int, *parts: object) -> random.Random:
-    """A generator determined by `seed` and `parts` (str seeds hash with SHA-512: stable across processes)."""
-    return random.Random(":".join(str(p) for p in (seed, *parts)))
-
-
-def seed_int(seed: int, *parts: object) -> int:
-    return seeded(seed, *parts).getrandbits(63)
+STREAM_FIELDS = ("stage", "seed", "batch_size", "grad_accum", "key_policy", "char_batch_limit", "prompt_balance")
 
 
 # -- learning-rate schedule ----------------------------------------------------------------------------------------
@@ -109,22 +104,12 @@ class LRSchedule:
 # -- data ----------------------------------------------------------------------------------------------------------
 
 
-def collate(sequences: Sequence[list[list[int]]], patch_size: int) -> tuple[Tensor, Tensor]:
-    """Right-pad patch sequences with zero patches: (patches [B, N, P] long, masks [B, N] long)."""
-    longest = max(len(seq) for seq in sequences)
-    patches = torch.zeros(len(sequences), longest, patch_size, dtype=torch.long)
-    masks = torch.zeros(len(sequences), longest, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        patches[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        masks[row, :len(seq)] = 1
-    return patches, masks
-
-
-def target_char_counts(patches: Tensor, masks: Tensor) -> Tensor:
-    """Real target characters of every target patch, in the order `NotaGenModel.char_targets` returns them."""
-    target_mask = masks.bool().clone()
-    target_mask[:, 0] = False
-    return (patches[target_mask] != PAD_ID).sum(dim=1)
+def prompt_weights(dataset: ScoreDataset, balance: float) -> list[float]:
+    """Per-piece draw weights that give a prompt with c pieces a share ∝ c**balance (unlabelled pieces count as
+    one more prompt)."""
+    prompts = [Prompt.of(r.get("labels")) for r in dataset.records]
+    counts = Counter(prompts)
+    return [counts[p] ** (balance - 1.0) for p in prompts]
 
 
 class DrawStream(torch.utils.data.Dataset):
@@ -135,7 +120,8 @@ class DrawStream(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset: ScoreDataset, patchilizer: Patchilizer, key_stage: str, prompt: bool,
-                 batch_size: int, seed: int, rank: int = 0, world: int = 1, char_batch_limit: int = 0) -> None:
+                 batch_size: int, seed: int, rank: int = 0, world: int = 1, char_batch_limit: int = 0,
+                 balance: float = 1.0) -> None:
         self.dataset = dataset
         self.patchilizer = patchilizer
         self.key_stage = key_stage
@@ -145,6 +131,7 @@ class DrawStream(torch.utils.data.Dataset):
         self.rank = rank
         self.world = world
         self.char_batch_limit = char_batch_limit
+        self.weights = prompt_weights(dataset, balance) if balance != 1.0 else None
         self._perm: tuple[int, list[int]] | None = None
 
     def __len__(self) -> int:  # the stream is endless; DataLoader only needs indices from the sampler
@@ -154,7 +141,10 @@ class DrawStream(torch.utils.data.Dataset):
         epoch, position = divmod(draw, len(self.dataset))
         if self._perm is None or self._perm[0] != epoch:
             order = list(range(len(self.dataset)))
-            seeded(self.seed, "epoch", epoch).shuffle(order)
+            if self.weights is None:  # every piece once per epoch
+                seeded(self.seed, "epoch", epoch).shuffle(order)
+            else:  # as many draws, each piece with its prompt's share
+                order = seeded(self.seed, "epoch", epoch).choices(order, weights=self.weights, k=len(order))
             self._perm = (epoch, order)
         return self._perm[1][position]
 
@@ -171,9 +161,10 @@ class DrawStream(torch.utils.data.Dataset):
         patches, masks = collate([self.encode(d) for d in draws], self.patchilizer.patch_size)
         counts = target_char_counts(patches, masks)
         pick = None
-        if 0 < self.char_batch_limit < counts.numel():
+        if self.char_batch_limit:
             generator = torch.Generator().manual_seed(seed_int(self.seed, "pick", micro, self.rank))
-            pick = torch.randperm(counts.numel(), generator=generator)[:self.char_batch_limit]
+            pick = char_subset(counts.numel(), self.char_batch_limit, generator)
+        if pick is not None:
             counts = counts[pick]
         return {"patches": patches, "masks": masks, "pick": pick, "chars": int(counts.sum()),
                 "draws": list(draws)}
@@ -184,74 +175,11 @@ def _as_is(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-class CharLossSum(nn.Module):
-    """Sum of the character losses of a micro-batch (the unit DDP wraps; the caller normalises)."""
-
-    def __init__(self, model: NotaGenModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, patches: Tensor, masks: Tensor, pick: Tensor | None = None) -> Tensor:
-        vectors, targets = self.model.char_targets(patches, masks)
-        if pick is not None:
-            vectors, targets = vectors[pick], targets[pick]
-        log_probs, real = self.model.char_log_probs(vectors, targets)
-        return -(log_probs * real).sum()
-
-
-def _prompt_of(record: dict[str, Any]) -> tuple[str, str, str]:
-    labels = record["labels"]
-    return labels["period"], labels["composer"], labels["instrumentation"]
-
-
 def prompt_registry(dataset: ScoreDataset) -> list[dict[str, Any]]:
     """The (period, composer, instrumentation) combinations of the labelled pieces, most frequent first."""
-    counts = Counter(_prompt_of(r) for r in dataset.records if r.get("labels"))
+    counts = Counter(prompt for r in dataset.records if (prompt := Prompt.of(r.get("labels"))) is not None)
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return [{"period": p, "composer": c, "instrumentation": i, "count": n} for (p, c, i), n in ordered]
-
-
-# -- process group -------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Runtime:
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-    owns_group: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def setup_runtime(device_choice: str, batch_size: int | None = None) -> Runtime:
-    """Read the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group if needed.
-
-    With `batch_size` (the global batch), check that it splits evenly over the processes.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if batch_size is not None and batch_size % world:
-        raise ConfigError(f"batch_size {batch_size} is not divisible by the {world} processes")
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() if device_choice == "auto" else device_choice == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available")
-    device = torch.device("cuda", local_rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    owns_group = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-        owns_group = True
-    return Runtime(rank=rank, world=world, local_rank=local_rank, device=device, owns_group=owns_group)
+    return [{**prompt.to_dict(), "count": n} for prompt, n in ordered]
 
 
 def resolve_precision(choice: str, device: torch.device) -> str:
@@ -262,32 +190,6 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     if choice == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return choice
-
-
-# -- RNG state (saved for completeness; the training draws themselves are reseeded per step) -----------------------
-
-
-def rng_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, gauss_np = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss_np))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------
@@ -311,13 +213,12 @@ class Trainer:
             raise InputError(f"dataset {config.dataset} has no {what}")
         self.eval_set = ScoreDataset(config.dataset, split="eval", labelled_only=stage_prompt)
         if stage_prompt and config.min_prompt_pieces > 1:
-            kept = {(e["period"], e["composer"], e["instrumentation"]) for e in prompt_registry(self.train_set)
-                    if e["count"] >= config.min_prompt_pieces}
+            kept = {Prompt.of(e) for e in prompt_registry(self.train_set) if e["count"] >= config.min_prompt_pieces}
             if not kept:
                 raise InputError(f"no prompt has {config.min_prompt_pieces} labelled train pieces in "
                                  f"{config.dataset}; lower min_prompt_pieces")
             for split_set in (self.train_set, self.eval_set):
-                split_set.records = [r for r in split_set.records if _prompt_of(r) in kept]
+                split_set.records = [r for r in split_set.records if Prompt.of(r.get("labels")) in kept]
         self.prompts = prompt_registry(self.train_set) if stage_prompt else None
 
         self.model = self._build_model(state)
@@ -328,19 +229,19 @@ class Trainer:
         self.total_steps = config.max_steps or config.epochs * steps_per_epoch
         self.stream = DrawStream(self.train_set, self.patchilizer, config.key_stage, stage_prompt,
                                  config.batch_size, config.seed, self.rt.rank, self.rt.world,
-                                 config.char_batch_limit)
+                                 config.char_batch_limit,
+                                 balance=config.prompt_balance if stage_prompt else 1.0)
 
-        self.loss_module: nn.Module = CharLossSum(self.model)
-        if self.rt.distributed:
-            device_ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
-            self.loss_module = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=device_ids)
-        self.optimizer = self._build_optimizer()
+        self.loss_module = self.rt.wrap(self.model)  # the model's own loss; under DDP when several processes train
+        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.betas, config.eps,
+                                         lean=config.optimizer == "adamw_lean")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LRSchedule(config.warmup_steps, self.total_steps, config.schedule, config.min_lr_ratio))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.update = GuardedStep(self.optimizer, trainable(self.model), config.grad_clip, self.scaler,
+                                  advice="lower lr or use precision=fp32")
 
         self.step = 0
-        self.skipped_steps = 0
         self.best_eval: float | None = None
         self.best_step: int | None = None
         self.last_eval: float | None = None
@@ -349,7 +250,7 @@ class Trainer:
         if self.rt.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "recipe.yaml", dump_recipe(config))
-            self._trim_metrics()
+            trim_metrics(self.run_dir / METRICS_FILE, self.step)
         self._tensorboard = self._open_tensorboard()
 
     # -- setup ---------------------------------------------------------------------------------------------------
@@ -360,12 +261,7 @@ class Trainer:
         if not self.config.resume:
             raise ConfigError(f"{self.run_dir} already holds a run ({STATE_FILE}); pass resume=true to continue "
                               "it or choose another output_dir")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as error:
-            raise InputError(f"{path}: unreadable training state ({error})") from error
-        if state.get("version") != STATE_VERSION:
-            raise InputError(f"{path}: training state version {state.get('version')!r} is not {STATE_VERSION}")
+        state = load_state(path)
         saved = state.get("recipe", {})
         changed = [name for name in STREAM_FIELDS if name in saved and saved[name] != getattr(self.config, name)]
         if changed:
@@ -409,20 +305,6 @@ class Trainer:
         model.set_gradient_checkpointing(config.activation_checkpointing)
         return model.to(self.rt.device).train()
 
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        config = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        options: dict[str, Any] = {"lr": config.lr, "betas": config.betas, "eps": config.eps}
-        if config.optimizer == "adamw_lean":
-            options["foreach"] = False
-        elif self.rt.device.type == "cuda":
-            options["fused"] = True
-        return torch.optim.AdamW(groups, **options)
-
     def _open_tensorboard(self) -> Any:
         if not (self.config.tensorboard and self.rt.main):
             return None
@@ -453,7 +335,6 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "version": STATE_VERSION,
             "step": self.step,
             "draws": self.step * self.global_batch,
             "best_eval": self.best_eval,
@@ -486,16 +367,7 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.save_model("last")  # before the state: a kill in between resumes from the older state, harmlessly
-        fd, tmp = tempfile.mkstemp(dir=self.run_dir, prefix=f".{STATE_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(self.state_dict(), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.run_dir / STATE_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_state(self.run_dir / STATE_FILE, self.state_dict())
 
     def save_model(self, name: str) -> Path:
         training = {
@@ -512,25 +384,10 @@ class Trainer:
         return save_checkpoint(self.run_dir / "checkpoints" / name, self.model, prompts=self.prompts,
                                training=training)
 
-    def _trim_metrics(self) -> None:
-        """Drop metric lines logged after the saved step (a killed run logs past its last save)."""
-        path = self.run_dir / METRICS_FILE
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    kept.append(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
-
     def log(self, record: dict[str, Any]) -> None:
         if not self.rt.main:
             return
-        with (self.run_dir / METRICS_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_jsonl(self.run_dir / METRICS_FILE, record)
         if self._tensorboard is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -574,26 +431,10 @@ class Trainer:
             no_sync = (self.loss_module.no_sync() if rt.distributed and not sync else contextlib.nullcontext())
             with no_sync:
                 with self._autocast():
-                    nll = self.loss_module(patches, masks, pick)
+                    nll = self.loss_module(patches, masks, pick, reduction="sum")
                 self.scaler.scale(nll * scale).backward()
             loss_sum += nll.detach().double()
-        self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)  # skips the step itself when fp16 gradients overflowed
-            self.scaler.update()
-        elif torch.isfinite(grad_norm):
-            self.optimizer.step()
-        else:  # a NaN/inf gradient would poison every weight through AdamW's moments: drop this step's update
-            self.skipped_steps += 1
-            print(f"notagen: warning: non-finite gradient at step {self.step + 1}; update skipped",
-                  file=sys.stderr)
-            if self.skipped_steps >= MAX_SKIPPED_STEPS:
-                raise TrainingDiverged(f"{self.skipped_steps} optimizer steps had non-finite gradients; "
-                                       "lower lr or use precision=fp32")
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = self.update(self.step)
         with warnings.catch_warnings():  # after a skipped update torch warns that the optimizer did not step
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.scheduler.step()
@@ -616,7 +457,6 @@ class Trainer:
         nll = torch.zeros((), dtype=torch.float64, device=rt.device)
         chars = 0.0
         prompt = self.config.stage == "finetune"
-        loss_sum = self.loss_module.module if rt.distributed else self.loss_module
         for start in range(0, len(local), per_batch):
             sequences = []
             for index in local[start:start + per_batch]:
@@ -627,7 +467,7 @@ class Trainer:
             patches, masks = collate(sequences, self.patchilizer.patch_size)
             chars += float(target_char_counts(patches, masks).sum())
             with self._autocast():
-                nll += loss_sum(patches.to(rt.device), masks.to(rt.device)).double()
+                nll += self.model(patches.to(rt.device), masks.to(rt.device), reduction="sum").double()
         self.model.train()
         total_chars = float(self._all_sum(chars).item())
         return float(self._all_sum(nll).item()) / max(total_chars, 1.0)
@@ -689,8 +529,7 @@ class Trainer:
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()
-        if self.rt.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        self.rt.close()
 
 
 def train_command(recipe: Path, overrides: list[str]) -> int:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from notagen.errors import InputError
+from notagen.io import atomic_path
+from notagen.train.core import METRICS_FILE, read_metrics
 
-METRICS_FILE = "metrics.jsonl"
 
-
-def read_metrics(run_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+def loss_points(run_dir: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(train points, eval points) as (step, loss) from RUN_DIR/metrics.jsonl; unreadable lines are skipped."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise InputError(f"no {METRICS_FILE} in {run_dir} (is it a training run folder?)")
     train: dict[int, float] = {}
     evals: dict[int, float] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a killed run
-            continue
-        if not isinstance(record, dict) or "step" not in record:
+    for record in read_metrics(path):
+        if "step" not in record:
             continue
         if "loss" in record:
             train[int(record["step"])] = float(record["loss"])
@@ -46,7 +41,7 @@ def plot_loss_command(run_dir: Path, output: Path | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, evals = read_metrics(run_dir)
+    train, evals = loss_points(run_dir)
     if not train and not evals:
         raise InputError(f"{Path(run_dir) / METRICS_FILE} holds no loss values yet")
     output = Path(output) if output is not None else Path(run_dir) / "loss.png"
@@ -62,9 +57,8 @@ def plot_loss_command(run_dir: Path, output: Path | None = None) -> int:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    tmp = output.with_name(f".{output.name}.tmp.png")
-    figure.savefig(tmp, format="png")
+    with atomic_path(output) as tmp:
+        figure.savefig(tmp, format="png")
     plt.close(figure)
-    tmp.replace(output)
     print(f"wrote {output}")
     return 0

@@ -84,6 +84,10 @@ class TrainConfig:
     min_prompt_pieces: int = 1
     """Fine-tuning only: keep prompts with at least this many labelled train pieces. Rarer prompts are left out
     of fine-tuning and of the prompt registry (a prompt learnt from one or two pieces can only copy them)."""
+    prompt_balance: float = 1.0
+    """Fine-tuning only: draw a prompt's pieces in proportion to count**prompt_balance / count, so 1.0 keeps the
+    natural frequencies, 0.5 draws each prompt in proportion to the square root of its count (rare prompts
+    oversampled) and 0.0 draws every prompt equally often."""
     max_steps: int = 0
     """Optimizer steps to run; 0 means `epochs` passes over the training pieces."""
     epochs: int = 0
@@ -134,6 +138,8 @@ class TrainConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.prompt_balance <= 1:
+            raise ConfigError(f"prompt_balance must be in [0, 1], got {self.prompt_balance}")
         if self.min_lr_ratio > 1:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not all(0 <= b < 1 for b in self.betas):

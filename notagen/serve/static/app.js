@@ -5,7 +5,7 @@
 
 const UNCONDITIONAL = "";
 const POLL_MS = 400;
-const state = { prompts: [], registry: false, jobId: null, timer: null };
+const state = { prompts: [], registry: false, jobId: null, timer: null, downloads: [] };
 
 const $ = (id) => document.getElementById(id);
 
@@ -180,8 +180,12 @@ function fileUrl(job, name, download = false) {
   return `/api/jobs/${encodeURIComponent(job.id)}/files/${path}${download ? "?download=1" : ""}`;
 }
 
-const DOWNLOADS = [["abc", "ABC"], ["interleaved_abc", "interleaved ABC"], ["raw_abc", "raw model text"],
-  ["musicxml", "MusicXML"], ["midi", "MIDI"], ["wav", "WAV"], ["manifest", "manifest"]];
+// What a piece is written as comes from the server's one table (/api/formats): its labelled files are downloads.
+async function loadFormats() {
+  const data = await api("/api/formats");
+  state.downloads = data.files.filter((file) => file.label).map((file) => [file.key, file.label]);
+  $("beginning").setAttribute("accept", data.inputs.join(","));
+}
 
 function showResults(job) {
   const box = $("results");
@@ -225,7 +229,7 @@ function renderPiece(job, piece) {
     article.append(el("p", { class: "muted" }, `No audio: ${why}`));
   }
   const list = el("ul", { class: "downloads" });
-  for (const [key, label] of DOWNLOADS) {
+  for (const [key, label] of state.downloads) {
     if (!files[key]) continue;
     const link = el("a", { href: fileUrl(job, files[key][0], true), download: "" }, label);
     const item = el("li");
@@ -292,7 +296,7 @@ async function start() {
   $("clear-beginning").addEventListener("click", () => { $("beginning").value = ""; });
   $("refresh-history").addEventListener("click", loadHistory);
   try {
-    await Promise.all([loadModel(), loadPrompts()]);
+    await Promise.all([loadModel(), loadPrompts(), loadFormats()]);
     document.body.dataset.ready = "true";
   } catch (error) {
     showError(`Cannot reach the studio API: ${error.message}`);
