@@ -107,8 +107,14 @@ def test_the_valid_piece_is_valid():
     ("token", "!fermata!G2 z2|[V:2]", "!fermatta!G2 z2|[V:2]"),           # unknown decoration
     ("tie", "d4- d2 B2", "d4- c2 B2"),                                    # a tie to another pitch
     ("tie", "d4- d2 B2", "d4-- d2 B2"),                                   # a doubled tie
+    ("tie", "d4- d2 B2", "Td4- d2 B2"),                                   # a trilled tie (abc2midi miscounts it)
+    ("rhythm", "d4- d2 B2", "d4- d>d>B B"),                                # broken rhythm from a note ending one
+    ("rhythm", "d4- d2 B2", "d4- !breath!d>B B2"),                          # a breath mark in a broken rhythm
+    ("tie", "d4- d2 B2", "!breath!d4- d2 B2"),                            # a breath-marked note tied (abc2midi)
+    ("duration", "d4- d2 B2", "d4- d3>B"),                                # a broken rhythm making 9/16
     ("slur", "(e2 d2)", "(e2 d2"),                                        # never closed
     ("tuplet", "G2 z2|[V:2]D,2", "G2 z (3B|[V:2]D,2"),                    # a tuplet short of notes in its bar
+    ("tuplet", "[V:1](3BAG", "[V:1](3[G/B/]2AG"),                         # a chord's length after it in a tuplet
     ("grace", "[V:1]G6|]", "[V:1]G6 {a}|]"),                               # grace notes leading to no note
     ("chord", "d4- d2 B2", "d4- d2 [B2d]"),                               # one chord, two lengths
     ("duration", "[V:1]c2 d2 (e2 d2)|[V:2]C,2 B,,2 C,2 D,2|", "[V:1]c2 d2 (e2 d4)|[V:2]C,2 B,,2 C,2 D,4|"),
@@ -163,3 +169,12 @@ def test_check_command_judges(tmp_path, capsys):
     out = capsys.readouterr().out
     if shutil.which("abc2midi"):
         assert "abc2midi: REJECTS" in out and "time units" in out
+
+
+def test_a_staff_of_five_voices_is_refused():
+    voices = "".join(f"V:{i}\n" for i in range(1, 6))
+    body = "".join(f"[V:{i}]c4|" for i in range(1, 6))
+    piece = f"X:1\n%%score ( 1 2 3 4 5 )\nL:1/4\nM:4/4\nK:C\n{voices}{body}\n"
+    report = check_abc(piece)
+    assert "structure" in report.failure_counts, report.failures
+    assert "structure" not in check_abc(piece.replace("( 1 2 3 4 5 )", "( 1 2 3 4 ) 5")).failure_counts

@@ -149,3 +149,11 @@ def test_random_weights_still_write_valid_pieces(seed):
         assert finished.valid, (finished.error, piece.text)
         verdict = judge_abc(finished.interleaved, finished.musicxml)
         assert verdict.accepted, verdict.problems()
+
+
+def test_score_lines_put_at_most_four_voices_on_a_staff():
+    from notagen.generation.constraints import score_line_ok
+    assert score_line_ok("%%score ( 1 2 3 4 ) 5", complete=True)
+    assert not score_line_ok("%%score ( 1 2 3 4 5 )", complete=True)     # abcm2ps: "Too many voices per staff"
+    assert not score_line_ok("%%score { ( 1 2 3 4 5", complete=False)
+    assert score_line_ok("%%score { ( 1 2 ) ( 3 4 5 6", complete=False)

@@ -29,9 +29,17 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from notagen.abc.interleave import is_interleaved, is_rest_reduced, parse_any
+from notagen.abc.interleave import is_interleaved, is_rest_reduced, parse_any, score_voice_groups
 from notagen.abc.lexer import LexError, field_parts, tokenize
-from notagen.abc.music import MAX_FIFTHS, MusicError, VoiceReader, meter_length, parse_key, unit_length
+from notagen.abc.music import (
+    MAX_FIFTHS,
+    MAX_STAFF_VOICES,
+    MusicError,
+    VoiceReader,
+    meter_length,
+    parse_key,
+    unit_length,
+)
 from notagen.abc.text import first_field, strip_prompt_lines, strip_stream_annotations
 from notagen.errors import ConversionError, InputError
 from notagen.instruments import octave_shift, voice_instruments
@@ -134,6 +142,10 @@ def check_abc(text: str, strict: bool = True, abc2xml_error: str | None | object
         failures.append(Failure("bars", f"voices last differently ({detail} quarter notes)", index + 1))
     if strict:
         _check_barlines(parsed, failures)
+        for group in score_voice_groups(parsed.header):
+            if len(group) > MAX_STAFF_VOICES:
+                failures.append(Failure("structure", f"one staff holds {len(group)} voices ({' '.join(group)}); "
+                                                     f"abcm2ps draws at most {MAX_STAFF_VOICES}"))
     quarters = {vid: [None if d is None else d * 4 for d in values] for vid, values in durations.items()}
     return _report(failures, parse_error is None, counts, quarters, interleaved, reduced, strict, misaligned)
 

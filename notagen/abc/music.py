@@ -29,6 +29,8 @@ from notagen.abc.lexer import (
 
 MUSICXML_TICKS = 4 * 2520
 """abc2xml writes durations in 1/2520 of a quarter note: a note must last a whole number of these."""
+MAX_STAFF_VOICES = 4
+"""Voices one staff may hold: abcm2ps stops with "Too many voices per staff" beyond four."""
 GRACE_SHARE = 4
 """abc2midi plays grace notes in 1/4 of their written length, taken from the note they lead to ("Grace sequence
 exceeds host note" when that note is not longer)."""
@@ -323,6 +325,13 @@ class VoiceReader:
     staccato: bool = False
     last_staccato: bool = False
     """A staccato waits for its note / the last note has one (abc2midi cannot tie it)."""
+    breath: bool = False
+    last_breath: bool = False
+    """A breath mark waits for its note / the last note has one (abc2midi cannot apply a broken rhythm to it)."""
+    last_broken: bool = False
+    """The last note ends a broken rhythm (abc2midi cannot start another one from it)."""
+    last_trill: bool = False
+    """The last note has a trill or roll (abc2midi counts a tied trilled note's length twice)."""
     events: list[Event] | None = None
 
     def copy(self) -> VoiceReader:
@@ -343,6 +352,7 @@ class VoiceReader:
         self.grace = False
         self.trill = False
         self.staccato = False
+        self.breath = False
 
     # -- reading tokens ----------------------------------------------------------------------------------------
     def read(self, token: Token) -> tuple[str, str] | None:
@@ -372,6 +382,9 @@ class VoiceReader:
             inner = length_value(members[0][0].length)
             lengths = {length_value(m.length) for m, _ in members}
             problem = None if len(lengths) == 1 else ("chord", f"chord {token.text!r} mixes note lengths")
+            if self.tuplet_left and length_value(chord_length(token.text)) != 1:
+                problem = problem or ("tuplet", f"chord {token.text!r} in a tuplet with its length after the bracket "
+                                                "(abc2midi compares the lengths of its notes)")
             result = self._sounding(token, tuple(m for m, _ in members), inner * length_value(chord_length(token.text)),
                                     "[" + "".join(m.pitch_text for m, _ in members) + "]",
                                     inner_ties=tuple(tied for _, tied in members))
@@ -389,8 +402,10 @@ class VoiceReader:
                 return "tie", "doubled tie"
             if previous not in ("note", "chord"):
                 return "tie", "tie after no note"
-            if self.last_staccato:
-                return "tie", "a staccato note cannot be tied (abc2midi finds no note before the tie)"
+            if self.last_staccato or self.last_breath:
+                return "tie", "a staccato or breath-marked note cannot be tied (abc2midi finds no note before the tie)"
+            if self.last_trill:
+                return "tie", "a trilled note cannot be tied (abc2midi counts its tied length twice)"
             if self.spaced:
                 self.tie, self.tie_text, self.tie_notes = self.last_pitches, self.last_text, self.last_notes
                 return "tie", "a tie must follow its note directly (abc2midi finds no note to tie)"
@@ -443,6 +458,7 @@ class VoiceReader:
             self.waiting += 1
             self.trill = self.trill or name in ("trill", "roll")
             self.staccato = self.staccato or name == "staccato"
+            self.breath = self.breath or name == "breath"
             self.last = kind
             return None
         if kind == "annotation":
@@ -533,13 +549,17 @@ class VoiceReader:
         if self.broken is not None:
             if rest:
                 problem = problem or ("rhythm", "broken rhythm to a rest (abc2midi cannot apply it)")
-            if self.staccato:
-                problem = problem or ("rhythm", "broken rhythm to a staccato note (abc2midi cannot apply it)")
+            if self.staccato or self.breath:
+                problem = problem or ("rhythm", "broken rhythm to a staccato or breath-marked note (abc2midi cannot "
+                                                "apply it)")
             if written != self.broken_length:
                 problem = problem or ("rhythm", f"broken rhythm between notes of different lengths ({token.text!r}; "
                                                 "abc2midi cannot apply it)")
             duration *= self.broken
             self.broken = None
+            ends_broken = True
+        else:
+            ends_broken = False
         if self.grace and pitches is not None and duration / self.unit <= self.grace_length / GRACE_SHARE:
             problem = problem or ("grace", f"grace notes longer than their note {token.text!r} (abc2midi plays "
                                            f"them in a quarter of their written length, cut short)")
@@ -553,23 +573,34 @@ class VoiceReader:
         self.last = "rest" if rest else ("chord" if token.kind == "chord" else "note")
         self.waiting = 0
         self.grace = False
-        self.trill = False
+        self.last_broken = ends_broken
+        self.last_trill, self.trill = self.trill, False
         self.last_staccato, self.staccato = self.staccato, False
+        self.last_breath, self.breath = self.breath, False
         return problem
 
     def _broken(self, token: Token) -> tuple[str, str] | None:
         if self.last not in ("note", "chord"):
             self.last = "broken"
             return "rhythm", f"broken rhythm {token.text!r} after no note"
-        if self.last_staccato:
+        if self.last_staccato or self.last_breath:
             self.last = "broken"
-            return "rhythm", f"broken rhythm {token.text!r} after a staccato note (abc2midi cannot apply it)"
+            return "rhythm", f"broken rhythm {token.text!r} after a staccato or breath-marked note (abc2midi cannot " \
+                             "apply it)"
         if self.tuplet_left:
             self.last = "broken"
             return "rhythm", f"broken rhythm {token.text!r} inside a tuplet"
+        if self.last_broken:
+            self.last = "broken"
+            return "rhythm", f"broken rhythm {token.text!r} from a note that ends one (abc2midi cannot apply it)"
         self.broken_length = self.last_written
         short = Fraction(1, 2 ** len(token.text))
         first, second = (2 - short, short) if token.text[0] == ">" else (short, 2 - short)
+        for factor in (first, second):
+            if not is_notatable(self.last_duration * factor):
+                self.last = "broken"
+                return "duration", f"broken rhythm {token.text!r} makes a note of {self.last_duration * factor} of " \
+                                   "a whole note, which no single note can show"
         change = self.last_duration * (first - 1)
         self.elapsed += change
         if self.events:

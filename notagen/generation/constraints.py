@@ -43,9 +43,11 @@ from torch import Tensor
 from notagen.abc.lexer import Lexer, Token, chord_members, is_prefix, length_value, note_parts
 from notagen.abc.music import (
     GRACE_SHARE,
+    MAX_STAFF_VOICES,
     MUSICXML_TICKS,
     VoiceReader,
     diatonic_step,
+    is_notatable,
     key_values,
     meter_length,
     midi_pitch,
@@ -53,7 +55,7 @@ from notagen.abc.music import (
     unit_length,
 )
 from notagen.config import BOS_ID, EOS_ID
-from notagen.generation.sampling import SamplingSettings, filtered_distribution, sample
+from notagen.generation.sampling import SamplingSettings, filtered_distribution, pick, sample
 from notagen.instruments import octave_shift, voice_instruments
 
 CHECKED = 16
@@ -146,7 +148,7 @@ def score_line_ok(line: str, complete: bool) -> bool:
         return False
     tokens = line[8:].split(" ")
     stack: list[str] = []
-    voices = 0
+    voices = staff_voices = 0
     previous = "start"  # start, open, item, bar
     for index, token in enumerate(tokens):
         partial = index == len(tokens) - 1 and not complete
@@ -155,12 +157,17 @@ def score_line_ok(line: str, complete: bool) -> bool:
             if voices >= MAX_VOICES or not (token == wanted or (partial and wanted.startswith(token))):
                 return False
             voices += token == wanted
+            if stack and stack[-1] == ")":
+                staff_voices += 1
+                if staff_voices > MAX_STAFF_VOICES:
+                    return False  # abcm2ps draws at most four voices on one staff
             previous = "item"
         elif token in _SCORE_OPEN:  # brackets hold braces and parentheses, braces hold parentheses
             inner = _SCORE_RANK[token]
             if stack and _SCORE_RANK[_SCORE_PAIR[stack[-1]]] <= inner or voices >= MAX_VOICES:
                 return False
             stack.append(_SCORE_OPEN[token])
+            staff_voices = 0
             previous = "open"
         elif token and token in ")]}":
             if not stack or stack.pop() != token or previous != "item":
@@ -758,13 +765,14 @@ class StrictDecoder:
         if text == "[":
             if self.line_index == 0 and self.content_empty and not self.restated_key and not tie:
                 return True  # a chord, or `[K:…]` restating the header key
-            return room and (not tie or target.startswith("[")) and not reader.trill
+            # no chord in a tuplet: abc2midi compares the lengths of a chord's notes, not the one after it
+            return room and (not tie or target.startswith("[")) and not reader.trill and not reader.tuplet_left
         if text == " ":
             return self.previous != " "
         if text == "-":
             if reader.last not in ("note", "chord") or tie or reader.tuplet_left or reader.grace or reader.spaced \
-                    or reader.last_staccato:
-                return False  # a tie follows its note directly, and never a staccato one
+                    or reader.last_staccato or reader.last_trill or reader.last_breath:
+                return False  # a tie follows its note directly, and never a staccato, trilled or breath-marked one
             return self.ends.room(reader.elapsed) >= self.grid or (
                 self.ends.done(reader.elapsed) and self.remaining_lines != 1)
         if text == "(":  # a slur (at most two open) or a tuplet
@@ -782,10 +790,11 @@ class StrictDecoder:
             return text != "{" or not (tie or reader.tuplet_left or reader.broken is not None)
         if text == ">":
             if reader.last not in ("note", "chord") or reader.tuplet_left or reader.broken is not None or tie \
-                    or reader.last_staccato:
+                    or reader.last_staccato or reader.last_breath or reader.last_broken:
                 return False
             half = reader.last_duration / 2  # the first note grows by half, the second (same length) is halved
-            return half % self.grid == 0 and self.ends.reachable(reader.elapsed + 2 * half, self.grid)
+            return half % self.grid == 0 and is_notatable(3 * half) and is_notatable(half) \
+                and self.ends.reachable(reader.elapsed + 2 * half, self.grid)
         return False
 
     def _partial_ok(self, text: str, reader: VoiceReader) -> bool:
@@ -803,6 +812,8 @@ class StrictDecoder:
             name = text[1:]
             if reader.tie is not None and "trill".startswith(name[:5]) and name:
                 return False  # no trill while a tie waits (the tied note may be a chord, which cannot have one)
+            if reader.broken is not None and "breath".startswith(name[:6]) and name:
+                return False  # no breath mark on a broken rhythm's second note (abc2midi cannot apply it)
             if name.endswith("!"):
                 return name[:-1] in DECORATIONS
             return any(option.startswith(name) for option in DECORATIONS)
@@ -1036,17 +1047,18 @@ def sample_strict(logits: Tensor, decoders: list[StrictDecoder | None], settings
                   uniforms: Tensor | None, positions: list[int]) -> list[int]:
     """Draw one character per row of `logits` [B, V], keeping strictly decoded rows valid.
 
-    A row is sampled as `notagen.generation.sampling.sample` would, but from the characters its decoder allows:
-    first among the survivors of the model's own top-k / top-p (only those are checked, a few per step), with the
-    same uniform, i.e. from the model's distribution conditioned on validity; when none of them is allowed, from the
-    allowed characters among the top-k, then among all. Rows without a decoder (or whose decoder stands aside)
-    are sampled as usual.
+    A row is sampled as `notagen.generation.sampling.sample` would; when its decoder refuses the character, it is
+    drawn again among the allowed survivors of the model's own top-k / top-p. The second draw uses the first
+    uniform rescaled within the refused character's share (itself uniform and independent of the first choice), so
+    the result follows the model's distribution conditioned on validity exactly, and the common case checks one
+    character. When no survivor is allowed, the allowed characters among the top-k are drawn from, else among all.
+    Rows without a decoder (or whose decoder stands aside) are sampled as usual.
     """
-    tokens = sample(logits, settings, uniforms).tolist()
     rows = [i for i, decoder in enumerate(decoders) if decoder is not None and not decoder.disabled]
-    if not rows:
-        return tokens
     if settings.greedy:
+        tokens = sample(logits, settings, uniforms).tolist()
+        if not rows:
+            return tokens
         ids = torch.argsort(logits[rows], dim=-1, descending=True).tolist()
         for row, order in zip(rows, ids):
             decoder = decoders[row]
@@ -1057,15 +1069,22 @@ def sample_strict(logits: Tensor, decoders: list[StrictDecoder | None], settings
             else:
                 tokens[row] = best
         return tokens
-    probs, ids = filtered_distribution(logits[rows], settings)
-    for row, row_probs, row_ids in zip(rows, probs.tolist(), ids.tolist()):
+    probs, ids = filtered_distribution(logits, settings)
+    if uniforms is None:
+        uniforms = torch.rand(probs.size(0), device=probs.device)
+    tokens = pick(probs, ids, uniforms).tolist()
+    for row in rows:
         decoder = decoders[row]
         assert decoder is not None
-        survivors = [(char, p) for char, p in zip(row_ids, row_probs) if p > 0]
-        allowed = [(char, p) for char, p in survivors if decoder.allows(char, positions[row])]
-        if len(allowed) == len(survivors):
-            continue  # every survivor is allowed: the usual draw stands
-        u = float(uniforms[row]) if uniforms is not None else 0.5
+        if decoder.allows(tokens[row], positions[row]):
+            continue
+        row_probs, row_ids = probs[row].tolist(), ids[row].tolist()
+        refused = row_ids.index(tokens[row])
+        low = sum(row_probs[:refused])
+        share = row_probs[refused]
+        u = min(max((float(uniforms[row]) * sum(row_probs) - low) / share, 0.0), 1.0) if share > 0 else 0.5
+        allowed = [(char, p) for index, (char, p) in enumerate(zip(row_ids, row_probs))
+                   if p > 0 and index != refused and decoder.allows(char, positions[row])]
         if allowed:
             total = sum(p for _, p in allowed)
             cumulative = 0.0
@@ -1084,8 +1103,7 @@ def sample_strict(logits: Tensor, decoders: list[StrictDecoder | None], settings
             continue
         masked = torch.full_like(logits[row], float("-inf"))
         masked[chars] = logits[row, chars] if torch.isfinite(logits[row, chars]).any() else 0.0
-        tokens[row] = int(sample(masked.unsqueeze(0), settings, uniforms[row:row + 1] if uniforms is not None
-                                 else None)[0])
+        tokens[row] = int(sample(masked.unsqueeze(0), settings, torch.tensor([u]))[0])
     return tokens
 
 
