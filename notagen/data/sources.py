@@ -31,7 +31,7 @@ MAX_FILE_BYTES = 20 * 1024 * 1024  # a score file larger than this is almost sur
 USER_LICENCE = "unknown (user input: check the source's terms)"
 CORPUS_LICENCE = ("music21 corpus: encodings distributed with permission (music21/corpus/license.txt); "
                   "some may restrict commercial use")
-# Provenance per music21 collection (corpus.md section 3); collections not listed get CORPUS_LICENCE.
+# Provenance per music21 collection; collections not listed get CORPUS_LICENCE.
 COLLECTION_LICENCES: dict[str, str] = {
     "essenFolksong": ("Essen folksong ABC by Seymour Shlien: non-commercial distribution and use only "
                       "(essenFolksong/license.txt); EsAC legal status unclear"),
@@ -41,7 +41,7 @@ COLLECTION_LICENCES: dict[str, str] = {
     "bach": CORPUS_LICENCE + "; terms of the mxl chorales not stated",
 }
 
-# music21 corpus policy (corpus.md sections 2 and 6): whole folders skipped, and single duplicate encodings.
+# music21 corpus policy: whole folders skipped, and single duplicate encodings.
 CORPUS_SKIPPED_DIRS: dict[str, str] = {
     "demos": "not training material (music21 demo files)",
     "theoryExercises": "not training material (theory exercises)",
@@ -333,7 +333,7 @@ def discover_inputs(inputs: list[str | Path]) -> Discovery:
 
 
 def discover_music21_corpus(include_essen: bool = False, corpus_dir: Path | None = None) -> Discovery:
-    """Jobs for the music21 bundled corpus, with its exclusion policy (corpus.md section 6)."""
+    """Jobs for the music21 bundled corpus, with its exclusion policy."""
     base = corpus_dir or music21_corpus_dir()
     if corpus_dir is None:
         from music21.corpus import corpora
