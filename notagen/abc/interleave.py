@@ -22,6 +22,7 @@ from notagen.abc.text import (
     BARLINES,
     first_field,
     fraction_text,
+    is_comment_line,
     is_field_line,
     standard_body_start,
     strip_stream_annotations,
@@ -174,7 +175,7 @@ def split_voice(text: str, voice_id: str = "1") -> Voice:
 def _music_lines(text: str) -> list[str]:
     # Header lines are kept byte for byte (xml2abc's `V:3 treble ` keeps its trailing space, as in the reference).
     return [line.rstrip("\r") for line in strip_stream_annotations(text).split("\n")
-            if line.strip() and not (line.startswith("%") and not line.startswith("%%"))]
+            if line.strip() and not is_comment_line(line)]
 
 
 def parse_standard(standard_abc: str) -> ParsedABC:

@@ -149,7 +149,7 @@ def prompt_lines(text: str) -> list[str]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        if not line.startswith("%") or line.startswith("%%"):
+        if not is_comment_line(line):
             break
         value = line[1:].strip()
         if value == "end":
@@ -158,10 +158,14 @@ def prompt_lines(text: str) -> list[str]:
     return values
 
 
+def is_comment_line(line: str) -> bool:
+    """True for a line that starts with a single `%`: a prompt line, `%end` or a comment (not a `%%` directive)."""
+    return line.startswith("%") and not line.startswith("%%")
+
+
 def strip_prompt_lines(text: str) -> str:
     """Drop lines that start with a single `%` (prompt lines, `%end`, comments); keep `%%` directives."""
-    return "".join(line for line in text.splitlines(keepends=True)
-                   if not (line.startswith("%") and not line.startswith("%%")))
+    return "".join(line for line in text.splitlines(keepends=True) if not is_comment_line(line))
 
 
 def strip_stream_annotations(text: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from unidecode import unidecode
 
+from notagen.abc.text import is_comment_line
 from notagen.data.movements import Outline, score_outline
 from notagen.errors import NotaGenError
 from notagen.io import content_hash
@@ -131,7 +132,7 @@ def split_abc_tunes(text: str) -> tuple[str, list[str]]:
 
 def _file_header_for_tune(header: str) -> str:
     """Keep the file header's directives and fields, drop its free-text comments (licence blurbs and such)."""
-    lines = [ln for ln in header.splitlines() if ln.strip() and (not ln.startswith("%") or ln.startswith("%%"))]
+    lines = [ln for ln in header.splitlines() if ln.strip() and not is_comment_line(ln)]
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notagen.abc.text import is_comment_line
 from notagen.data.dataset import read_index
 from notagen.errors import InputError
 from notagen.io import atomic_write_json, atomic_write_text
@@ -80,7 +81,7 @@ def clean_tune(text: str) -> str:
     """Drop descriptive fields (X:, T:, R:, C:, N:, Z: …), comments and blank lines; keep L:, M:, K:, V:."""
     lines = [line.rstrip() for line in text.splitlines()]
     kept = [line for line in lines if line.strip() and not _METADATA_FIELDS.match(line)
-            and not (line.startswith("%") and not line.startswith("%%"))]
+            and not is_comment_line(line)]
     return "\n".join(kept) + "\n"
 
 
