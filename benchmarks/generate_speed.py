@@ -1,6 +1,6 @@
 """Generation speed: the cached engine against the plain recompute-everything loop, on identical random weights.
 
-Model dims as in the reference measurement (format-and-model.md §5.6): hidden 256, 4 patch layers, 2 char layers,
+Model dims as in the reference measurement: hidden 256, 4 patch layers, 2 char layers,
 patch_length 1024. Greedy decoding (so both loops write the same characters; random weights never write an EOS, so
 every patch has 16 chars). Time per patch is measured in the steady state: (t(K2 patches) - t(K1 patches)) / (K2 - K1)
 from the same context, so the one-off prefill is excluded. Times are CPU seconds of this process
@@ -31,7 +31,7 @@ from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 
 RESULTS = Path(__file__).parent / "results" / "generate_speed.json"
-# The official code at these dims (transformers GPT-2, no cache), format-and-model.md §5.6: ms per patch.
+# The official code at these dims (transformers GPT-2, no cache), as measured with it: ms per patch.
 REFERENCE_PUBLISHED_MS = {16: 92.0, 1008: 347.0}
 GREEDY = SamplingSettings(top_k=1, strict=False)  # the engine's own speed: no constraints
 

@@ -1,6 +1,6 @@
 """Model configuration: one dataclass and its named presets.
 
-The official NotaGen sizes (format-and-model.md §3.3) are kept exactly so their checkpoints load; `tiny` is for
+The official NotaGen sizes are kept exactly so their checkpoints load; `tiny` is for
 tests and `mini` is the bundled default (trains on one GPU in about half an hour or a 2-core CPU in a few hours).
 """
 

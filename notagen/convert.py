@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from notagen.abc.interleave import interleave, is_interleaved, is_rest_reduced, rest_unreduce
-from notagen.abc.text import BARLINES, clean_abc, strip_prompt_lines, strip_stream_annotations
+from notagen.abc.text import BARLINES, clean_abc, is_comment_line, strip_prompt_lines, strip_stream_annotations
 from notagen.errors import ConversionError, InputError
 from notagen.io import atomic_write_bytes, atomic_write_text
 from notagen.musicxml import prepare_musicxml
@@ -175,7 +175,7 @@ def abc_tune_texts(text: str) -> list[str]:
     if not starts:
         return [text] if text.strip() else []
     header = "".join(line + "\n" for line in text[: starts[0]].splitlines()
-                     if line.strip() and (not line.startswith("%") or line.startswith("%%")))
+                     if line.strip() and not is_comment_line(line))
     bounds = starts + [len(text)]
     return [header + text[a:b].rstrip() + "\n" for a, b in zip(bounds, bounds[1:])]
 

@@ -28,3 +28,7 @@ class PromptError(NotaGenError):
 
 class ConfigError(NotaGenError):
     """A recipe or option value is invalid."""
+
+
+class MetricError(NotaGenError):
+    """A metric cannot be computed from the pieces or embeddings given (too few, mismatched shapes)."""

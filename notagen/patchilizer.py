@@ -1,4 +1,4 @@
-"""Text ⇄ patches, exactly in the official NotaGen format (format-and-model.md §2).
+"""Text ⇄ patches, exactly in the official NotaGen format.
 
 A piece is split into *units*: every metadata line (prompt lines, `%%score`, `L:`, `M:`, `K:`, `V:` …) is one unit;
 every body line is prefixed with its stream annotation `[r:i/j]` (lines so far / lines still to come) and split into

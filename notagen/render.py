@@ -1,6 +1,6 @@
 """MusicXML → score pages (SVG, PNG), MIDI and audio (WAV), all offline.
 
-* SVG pages and MIDI come from verovio (never fed multi-voice ABC: it cannot read it; ecosystem.md §2.1).
+* SVG pages and MIDI come from verovio (never fed multi-voice ABC: it cannot read it).
 * PNG pages from each SVG via `rsvg-convert` (Debian librsvg2-bin), else cairosvg if installed.
 * WAV from the MIDI via the fluidsynth command line (`-ni -g 0.8 -r 44100 -F`; the default gain 0.2 is too quiet)
   and a General MIDI soundfont found on disk. Missing tools skip that format with a warning, never a crash.

@@ -21,7 +21,7 @@ from notagen.errors import ConversionError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# The toy piece of format-and-model.md §1.2 (violin bar 2 and the piano's left hand in bar 2 are whole rests).
+# A toy piano-and-violin piece (violin bar 2 and the piano's left hand in bar 2 are whole rests).
 TOY = """%%score 1 { 2 | 3 }
 L:1/8
 M:3/4

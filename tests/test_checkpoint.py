@@ -32,7 +32,7 @@ PROMPTS = [{"period": "Baroque", "composer": "Bach, Johann Sebastian", "instrume
 
 def official_layout(hidden: int, patch_length: int, patch_layers: int, char_layers: int,
                     patch_size: int = 16) -> dict[str, tuple[int, ...]]:
-    """Key → shape of an official NotaGen state dict, written out from format-and-model.md §3.4."""
+    """Key → shape of an official NotaGen state dict, written out from the official checkpoint's key list."""
     h = hidden
 
     def block(prefix: str) -> dict[str, tuple[int, ...]]:

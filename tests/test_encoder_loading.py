@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers  # the `test` extra: without it these tests fail, never skip
 from torch import nn
 
 from notagen.encoder.loading import export_encoder, load_encoder, load_native, load_official, save_encoder
 from notagen.encoder.model import EncoderConfig, M3Model
 from notagen.encoder.patchilizer import M3Patchilizer
 from notagen.errors import CheckpointError
-
-transformers = pytest.importorskip("transformers")
 
 HIDDEN, LAYERS, HEADS, FFN, POSITIONS = 128, 2, 2, 256, 32
 ABC = "L:1/8\nM:4/4\nK:G\nV:1\n[V:1]GABc d2 e2|[V:1]d2 B2 G4|\n[V:1]c2 A2 F2 D2|[V:1]G8|]\n"

@@ -12,6 +12,7 @@ import torch
 from notagen.encoder.corpus import music21_tunes
 from notagen.encoder.features import FeatureExtractor
 from notagen.encoder.model import EncoderConfig, M3Model
+from notagen.errors import MetricError
 from notagen.metrics.fmd import covariance, fmd, fmd_inf
 
 
@@ -36,6 +37,13 @@ def test_mle_matches_closed_form_for_diagonal_gaussians():
     from notagen.metrics.fmd import frechet_distance
 
     assert frechet_distance(np.zeros(8), sigma_r, np.zeros(8), sigma_t) == pytest.approx(8.0)
+
+
+def test_bad_input_is_a_user_facing_error():
+    with pytest.raises(MetricError, match="at least two pieces"):
+        fmd(np.zeros((1, 4)), np.zeros((5, 4)))
+    with pytest.raises(MetricError, match="do not match"):
+        fmd(np.zeros((5, 4)), np.zeros((5, 3)))
 
 
 def test_shrinkage_estimators_work_when_pieces_are_fewer_than_dimensions():

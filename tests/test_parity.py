@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers  # noqa: F401  (the `test` extra: without it these tests fail, never skip)
 from torch import Tensor, nn
 
 from notagen.checkpoint import export_official, load_checkpoint
@@ -20,8 +21,6 @@ from notagen.config import VOCAB_SIZE, ModelConfig
 from notagen.generation.reference import ReferenceNotaGen
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
-
-pytest.importorskip("transformers")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PIECES = ["model_bwv269.abc", "model_aird_ranting_highlandman.abc", "model_bwv40_3.abc"]

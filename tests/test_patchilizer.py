@@ -1,4 +1,4 @@
-"""The patchilizer, rule by rule (format-and-model.md §2), on real pieces.
+"""The patchilizer, rule by rule, on real pieces.
 
 Fixtures (tests/fixtures/model_*.abc) are interleaved ABC made from real scores with abctoolkit's xml2abc and
 rotate_abc: Bach chorales BWV 269 (with a fine-tuning prompt block) and BWV 40.3 from the music21 corpus, and two
@@ -167,7 +167,7 @@ def test_already_annotated_text_is_not_annotated_twice() -> None:
 
 
 def test_worked_example_gives_exactly_its_25_patches() -> None:
-    """format-and-model.md §2.5: the toy piece transposed to C with the prompt Classical / Beethoven / Keyboard."""
+    """The toy piece transposed to C with the prompt Classical / Beethoven / Keyboard."""
     text = ('%Classical\n%Beethoven, Ludwig van\n%Keyboard\n%%score 1 { 2 | 3 }\nL:1/8\nM:3/4\nK:C\n'
             'V:1 treble nm="Violin"\nV:2 treble nm="Piano"\nV:3 bass \n'
             '[V:1]"^dolce" c2 d e f2|[V:2]E6|[V:3]C,6|\n[V:2]F2 G2 A2|\n[V:1]g6|][V:2]E6|][V:3]C,6|]\n')

@@ -30,6 +30,7 @@ from notagen.config import BOS_ID, EOS_ID, ModelConfig  # noqa: E402
 from notagen.convert import abc_to_musicxml  # noqa: E402
 from notagen.errors import CheckpointError  # noqa: E402
 from notagen.formats import OUTPUT_FORMATS  # noqa: E402
+from notagen.generation.sampling import SamplingSettings  # noqa: E402
 from notagen.io import content_hash  # noqa: E402
 from notagen.model import NotaGenModel  # noqa: E402
 from notagen.render import render_svg_pages  # noqa: E402
@@ -163,6 +164,12 @@ def test_health_models_and_prompts(random_checkpoint, tmp_path):
         downloads = {entry["key"]: entry["label"] for entry in formats["files"] if entry["label"]}
         assert downloads["abc"] == "ABC" and downloads["wav"] == "WAV" and "svg" not in downloads
         spec = client.get("/openapi.json").json()
+        sampling = spec["components"]["schemas"]["SamplingIn"]["properties"]  # the page's defaults come from here
+        defaults = SamplingSettings()
+        assert {k: sampling[k]["default"] for k in ("temperature", "top_k", "top_p", "strict")} == {
+            "temperature": defaults.temperature, "top_k": defaults.top_k, "top_p": defaults.top_p,
+            "strict": defaults.strict}
+        assert 'id="temperature" type="number" min="0" max="10" step="0.05">' in page.text  # no second default
         assert "/api/jobs/{job_id}/files/{name}" in spec["paths"]
         assert spec["components"]["schemas"]["JobRequest"]["properties"]["n"]["maximum"] == 8
         assert "/openapi.json" in client.get("/docs").text  # the offline API page

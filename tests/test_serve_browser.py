@@ -125,6 +125,9 @@ def test_pick_generate_see_and_hear_in_chromium(stopping_checkpoint, browser, tm
     with running_server(app) as base:
         browser.open(base + "/")
         browser.wait_until("return document.body.dataset.ready === 'true'", what="the page to load the prompts")
+        # the sampling fields show the server's defaults (the page holds none of its own)
+        assert browser.script("return ['temperature', 'top_k', 'top_p'].map(id => document.getElementById(id).value)"
+                              ) == ["1.2", "9", "0.9"]
         # Only valid combinations are offered: Romantic → two composers, then their instrumentation.
         browser.click("#period option[value='Romantic']")
         composers = browser.script("return [...document.querySelectorAll('#composer option')].map(o => o.value)")

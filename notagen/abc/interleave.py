@@ -1,5 +1,5 @@
 """Standard (one block per voice) ⇄ interleaved (one line per bar, `[V:1]…|[V:2]…|`) ABC, rest reduction and
-`rest_unreduce` (format-and-model.md §1.2 steps 8–9, §5.4).
+`rest_unreduce`.
 
 We parse and render ourselves instead of calling abctoolkit 0.0.6's `rotate_abc`/`unrotate_abc`: those find the
 body only through a line that is exactly `V:1` (so `V:1 clef=…` voice lines raise "tunebody index not found"),
@@ -22,6 +22,7 @@ from notagen.abc.text import (
     BARLINES,
     first_field,
     fraction_text,
+    is_comment_line,
     is_field_line,
     standard_body_start,
     strip_stream_annotations,
@@ -174,7 +175,7 @@ def split_voice(text: str, voice_id: str = "1") -> Voice:
 def _music_lines(text: str) -> list[str]:
     # Header lines are kept byte for byte (xml2abc's `V:3 treble ` keeps its trailing space, as in the reference).
     return [line.rstrip("\r") for line in strip_stream_annotations(text).split("\n")
-            if line.strip() and not (line.startswith("%") and not line.startswith("%%"))]
+            if line.strip() and not is_comment_line(line)]
 
 
 def parse_standard(standard_abc: str) -> ParsedABC:
@@ -354,7 +355,7 @@ def _sort_voice_ids(ids: list[str]) -> list[str]:
 
 
 def rest_unreduce(reduced_interleaved: str) -> str:
-    """Re-insert the voices a rest-reduced interleaved text omits (format-and-model §5.4, reference semantics).
+    """Re-insert the voices a rest-reduced interleaved text omits (the official code's semantics).
 
     `[r:]` annotations are stripped. On each line every missing voice gets `z<d>` (first voice of a `%%score`
     `( … )` group, or an ungrouped voice) or `x<d>` (the other voices of a group, invisible rests), where `<d>` is the

@@ -1,7 +1,7 @@
 """Line-level ABC text tools: the official cleanup of xml2abc output, header/body split, prompt block, bar durations.
 
-Everything here is pure text → text and mirrors the reference pipeline (format-and-model.md §1.2–1.4, §2.2) so that
-files we build look exactly like NotaGen's training files.
+Everything here is pure text → text and mirrors the official NotaGen data pipeline (github.com/ElectricAlexis/NotaGen)
+so that files we build look exactly like NotaGen's training files.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def standard_body_start(lines: list[str]) -> int:
 
 
 def clean_abc(standard_abc: str) -> str:
-    """The official cleanup of xml2abc output (format-and-model §1.2 steps 1–4 and 6), in the reference's order.
+    """The official cleanup of xml2abc output, in the reference's order.
 
     1. drop blank lines, ASCII-fold every line; 2. remove `X: T: C: W: w: Z: %%MIDI` lines; 3. strip trailing
     `%N` bar-number comments from body lines; 4. on body lines delete literal `\\"`, and on every line delete quoted
@@ -149,7 +149,7 @@ def prompt_lines(text: str) -> list[str]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        if not line.startswith("%") or line.startswith("%%"):
+        if not is_comment_line(line):
             break
         value = line[1:].strip()
         if value == "end":
@@ -158,10 +158,14 @@ def prompt_lines(text: str) -> list[str]:
     return values
 
 
+def is_comment_line(line: str) -> bool:
+    """True for a line that starts with a single `%`: a prompt line, `%end` or a comment (not a `%%` directive)."""
+    return line.startswith("%") and not line.startswith("%%")
+
+
 def strip_prompt_lines(text: str) -> str:
     """Drop lines that start with a single `%` (prompt lines, `%end`, comments); keep `%%` directives."""
-    return "".join(line for line in text.splitlines(keepends=True)
-                   if not (line.startswith("%") and not line.startswith("%%")))
+    return "".join(line for line in text.splitlines(keepends=True) if not is_comment_line(line))
 
 
 def strip_stream_annotations(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The 15 training keys and transposition of standard ABC (format-and-model.md §1.2 step 9, §1.3).
+"""The 15 training keys and transposition of standard ABC.
 
 The note-level work is abctoolkit's `transpose_an_abc_text`, which the reference uses and which is exact on the
 corpus (chorales, Joplin, Essen: every event moves by the interval). We only feed it canonical text (our own

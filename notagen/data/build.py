@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from notagen.abc.text import is_comment_line
 from notagen.data.labels import LABEL_FIELDS, Labeller, load_label_rules
 from notagen.data.similarity import group_pieces, near_duplicate_pairs
 from notagen.data.sources import (
@@ -140,7 +141,7 @@ def normalise_for_dedup(interleaved: str) -> str:
     """Interleaved text without names, comments and spacing: two encodings of the same music compare equal."""
     lines = []
     for line in interleaved.splitlines():
-        if line.startswith("%") and not line.startswith("%%"):
+        if is_comment_line(line):
             continue
         line = re.sub(r'\s(?:nm|snm)="[^"]*"', "", line)
         lines.append("".join(line.split()))

@@ -15,7 +15,7 @@ from notagen.io import read_jsonl
 
 Stage = Literal["pretrain", "finetune", "original"]
 
-# Fine-tuning key draw (format-and-model.md section 1.3): pitch-class offset -3..+3 around the original key
+# Fine-tuning key draw: pitch-class offset -3..+3 around the original key
 # signature, weights 1,2,3,4,3,2,1 (/16); enharmonic pitch classes choose a spelling with fixed odds.
 FINETUNE_OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 FINETUNE_WEIGHTS = (1, 2, 3, 4, 3, 2, 1)

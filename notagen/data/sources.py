@@ -21,6 +21,7 @@ from pathlib import Path
 
 from unidecode import unidecode
 
+from notagen.abc.text import is_comment_line
 from notagen.data.movements import Outline, score_outline
 from notagen.errors import NotaGenError
 from notagen.io import content_hash
@@ -31,7 +32,7 @@ MAX_FILE_BYTES = 20 * 1024 * 1024  # a score file larger than this is almost sur
 USER_LICENCE = "unknown (user input: check the source's terms)"
 CORPUS_LICENCE = ("music21 corpus: encodings distributed with permission (music21/corpus/license.txt); "
                   "some may restrict commercial use")
-# Provenance per music21 collection (corpus.md section 3); collections not listed get CORPUS_LICENCE.
+# Provenance per music21 collection; collections not listed get CORPUS_LICENCE.
 COLLECTION_LICENCES: dict[str, str] = {
     "essenFolksong": ("Essen folksong ABC by Seymour Shlien: non-commercial distribution and use only "
                       "(essenFolksong/license.txt); EsAC legal status unclear"),
@@ -41,7 +42,7 @@ COLLECTION_LICENCES: dict[str, str] = {
     "bach": CORPUS_LICENCE + "; terms of the mxl chorales not stated",
 }
 
-# music21 corpus policy (corpus.md sections 2 and 6): whole folders skipped, and single duplicate encodings.
+# music21 corpus policy: whole folders skipped, and single duplicate encodings.
 CORPUS_SKIPPED_DIRS: dict[str, str] = {
     "demos": "not training material (music21 demo files)",
     "theoryExercises": "not training material (theory exercises)",
@@ -131,7 +132,7 @@ def split_abc_tunes(text: str) -> tuple[str, list[str]]:
 
 def _file_header_for_tune(header: str) -> str:
     """Keep the file header's directives and fields, drop its free-text comments (licence blurbs and such)."""
-    lines = [ln for ln in header.splitlines() if ln.strip() and (not ln.startswith("%") or ln.startswith("%%"))]
+    lines = [ln for ln in header.splitlines() if ln.strip() and not is_comment_line(ln)]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -333,7 +334,7 @@ def discover_inputs(inputs: list[str | Path]) -> Discovery:
 
 
 def discover_music21_corpus(include_essen: bool = False, corpus_dir: Path | None = None) -> Discovery:
-    """Jobs for the music21 bundled corpus, with its exclusion policy (corpus.md section 6)."""
+    """Jobs for the music21 bundled corpus, with its exclusion policy."""
     base = corpus_dir or music21_corpus_dir()
     if corpus_dir is None:
         from music21.corpus import corpora

@@ -1,6 +1,6 @@
 """CLaMP-DPO: sample, score with a music encoder, pick preference pairs per prompt, optimise DPOP, repeat.
 
-`notagen dpo RECIPE.yaml key=value…` runs K iterations (clamp-dpo-and-metrics.md §2); see `notagen.dpo.loop`.
+`notagen dpo RECIPE.yaml key=value…` runs K iterations; see `notagen.dpo.loop`.
 """
 
 from notagen.dpo.loss import dpop_loss

@@ -1,4 +1,4 @@
-"""`notagen dpo RECIPE.yaml key=value…`: CLaMP-DPO iterations (clamp-dpo-and-metrics.md §2).
+"""`notagen dpo RECIPE.yaml key=value…`: CLaMP-DPO iterations.
 
 Iteration k starts from checkpoint k (the recipe's `init_checkpoint` for k = 0, else `iter_{k-1}/checkpoint`) and
 writes, in `output_dir/iter_k/`:

@@ -1,4 +1,4 @@
-"""The DPOP loss (Pal et al. 2024) as NotaGen's CLaMP-DPO uses it (clamp-dpo-and-metrics.md §2.4).
+"""The DPOP loss (Pal et al. 2024) as NotaGen's CLaMP-DPO uses it.
 
     L = −log σ( β·[(log πθ(w) − log πθ(l)) − (log πref(w) − log πref(l))] − β·λ·max(0, log πref(w) − log πθ(w)) )
 

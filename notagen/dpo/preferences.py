@@ -1,4 +1,4 @@
-"""Chosen and rejected pieces per prompt (clamp-dpo-and-metrics.md §2.3, with the reference's gaps closed).
+"""Chosen and rejected pieces per prompt (as NotaGen's CLaMP-DPO picks them, with the reference's gaps closed).
 
 Per prompt the candidates are ranked by their CLaMP score (cosine to the prompt's reference centroid). With
 `threshold = max(1, int(N · portion))`, capped at N // 2:

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notagen.abc.text import is_comment_line
 from notagen.data.dataset import read_index
 from notagen.errors import InputError
+from notagen.io import atomic_write_json, atomic_write_text
 
 # Information fields that name or describe a tune rather than its music (and would leak labels).
 _METADATA_FIELDS = re.compile(r"^[XTBNZSOAHDFGRCW]:")
@@ -79,7 +81,7 @@ def clean_tune(text: str) -> str:
     """Drop descriptive fields (X:, T:, R:, C:, N:, Z: …), comments and blank lines; keep L:, M:, K:, V:."""
     lines = [line.rstrip() for line in text.splitlines()]
     kept = [line for line in lines if line.strip() and not _METADATA_FIELDS.match(line)
-            and not (line.startswith("%") and not line.startswith("%%"))]
+            and not is_comment_line(line)]
     return "\n".join(kept) + "\n"
 
 
@@ -143,13 +145,14 @@ def write_dataset(root: str | Path, pieces: Iterable[Piece]) -> Path:
     """Write pieces in the dataset-folder contract (index + pieces/*.json): for tests and quick experiments."""
     root = Path(root)
     (root / "pieces").mkdir(parents=True, exist_ok=True)
-    with (root / "index.jsonl").open("w", encoding="utf-8") as index:
-        for piece in pieces:
-            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", piece.id)
-            (root / "pieces" / f"{safe}.json").write_text(
-                json.dumps({"standard": piece.text, "interleaved": piece.text, "keys": {}}), encoding="utf-8")
-            record = {"id": safe, "source": piece.id, "collection": piece.collection, "labels": piece.labels or None,
-                      "split": piece.split, "chars": len(piece.text)}
-            index.write(json.dumps(record) + "\n")
-    (root / "manifest.json").write_text(json.dumps({"written_by": "notagen.encoder.corpus"}), encoding="utf-8")
+    lines = []
+    for piece in pieces:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", piece.id)
+        atomic_write_json(root / "pieces" / f"{safe}.json",
+                          {"standard": piece.text, "interleaved": piece.text, "keys": {}}, indent=None)
+        record = {"id": safe, "source": piece.id, "collection": piece.collection, "labels": piece.labels or None,
+                  "split": piece.split, "chars": len(piece.text)}
+        lines.append(json.dumps(record) + "\n")
+    atomic_write_text(root / "index.jsonl", "".join(lines))  # after the pieces: an index names only written files
+    atomic_write_json(root / "manifest.json", {"written_by": "notagen.encoder.corpus"}, indent=None)
     return root

@@ -1,4 +1,4 @@
-"""Whole-piece features, exactly as CLaMP 2's `extract_clamp2.py --normalize` (clamp-dpo-and-metrics.md §1.6).
+"""Whole-piece features, exactly as CLaMP 2's `extract_clamp2.py --normalize`.
 
 A piece (single-`%` lines removed, as NotaGen's scorer does) is patchified with the special patches and no
 truncation (n patches), cut into consecutive `patch_length` chunks whose last one is replaced by the final

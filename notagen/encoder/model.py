@@ -1,4 +1,4 @@
-"""M3-style music encoder in plain PyTorch (clamp-dpo-and-metrics.md §1.3).
+"""M3-style music encoder in plain PyTorch.
 
 `M3Encoder`: a one-hot patch (patch_size × 128) → Linear → learned positions + token-type-0 embedding → LayerNorm →
 post-LN BERT blocks (exact GELU, SDPA attention). The one-hot Linear is computed as a sum of gathered weight

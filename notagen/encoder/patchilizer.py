@@ -1,4 +1,4 @@
-"""Text ⇄ patches in the M3 / CLaMP 2 format (clamp-dpo-and-metrics.md §1.2).
+"""Text ⇄ patches in the M3 / CLaMP 2 format.
 
 A piece becomes one patch per header line (`K:`, `V:`, `%%…`) and one patch per bar of every other line: a bar is
 its text plus the barline after it, a leading barline is glued to the first bar and the line's newline to its last

@@ -1,4 +1,5 @@
-"""`notagen encoder train`: M3 masked-patch pre-training of a small encoder (clamp-dpo-and-metrics.md §1.4, §5.2).
+"""`notagen encoder train`: M3 masked-patch pre-training of a small encoder
+(as CLaMP 2 trains M3, github.com/sanderwood/clamp2).
 
 Per piece, ⌈0.45·n⌉ patches are picked (the special patches are eligible) and one corruption is drawn for the whole
 piece: 80 % all picked patches become mask ids, 10 % have their characters between bos and eos shuffled, 10 % stay

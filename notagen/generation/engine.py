@@ -1,6 +1,6 @@
 """The fast generation engine: KV caches at both levels, batched pieces, stream re-windowing.
 
-How one piece is written (format-and-model.md §5, with the reference's defects fixed):
+How one piece is written (as the official NotaGen inference code does, with its defects fixed):
 
 * The context is the BOS patch plus the prompt's metadata lines (each line ends with EOS), or, for a continuation,
   the given text encoded with `encode_generate` (its trailing partial chunk becomes a *forced prefix* of the next

@@ -3,7 +3,7 @@
 Two orders are offered:
 
 * ``"reference"`` (default, what the official weights were tuned with): softmax → keep the top-k → keep the top-p
-  prefix → temperature applied to the *surviving probabilities* as p^(1/T), renormalised (format-and-model.md §5.1).
+  prefix → temperature applied to the *surviving probabilities* as p^(1/T), renormalised.
 * ``"standard"``: logits / T → softmax → top-k → top-p (what most LLM samplers do).
 
 Top-p keeps the probability-sorted prefix up to and including the token whose cumulative probability first exceeds p.

@@ -1,6 +1,6 @@
 """`notagen eval`: score a folder of generated pieces against a reference dataset.
 
-Metrics (clamp-dpo-and-metrics.md §3–4): ACS per prompt (cosine to the prompt's reference centroid, global
+Metrics: ACS per prompt (cosine to the prompt's reference centroid, global
 centroid when the prompt has no reference pieces), FMD (with N and the covariance estimator), label accuracy of
 linear probes for period and instrumentation trained on the reference features, validity rate and bar alignment
 error, memorisation (longest run of bars copied from one training piece), and optionally a model's perplexity on

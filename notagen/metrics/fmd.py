@@ -1,4 +1,4 @@
-"""Fréchet Music Distance between two sets of per-piece embeddings (clamp-dpo-and-metrics.md §4).
+"""Fréchet Music Distance between two sets of per-piece embeddings.
 
 FMD = ‖μr − μt‖² + Tr(Σr + Σt − 2(Σr Σt)^½). With few pieces for the dimension (N ≲ d) the sample covariance is
 singular and noisy, so `shrinkage` and `oas` estimators are offered; every result carries N, d and the estimator,
@@ -12,6 +12,8 @@ from typing import Literal
 
 import numpy as np
 from scipy import linalg
+
+from notagen.errors import MetricError
 
 Estimator = Literal["mle", "shrinkage", "oas"]
 
@@ -34,7 +36,7 @@ def covariance(x: np.ndarray, estimator: Estimator = "mle", shrinkage: float = 0
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     if n < 2:
-        raise ValueError("a covariance needs at least two pieces")
+        raise MetricError("a covariance needs at least two pieces")
     if estimator == "mle":
         return np.cov(x, rowvar=False)
     centred = x - x.mean(0)
@@ -48,7 +50,7 @@ def covariance(x: np.ndarray, estimator: Estimator = "mle", shrinkage: float = 0
         den = (n + 1.0) * (alpha_num - mu ** 2 / d)
         alpha = 1.0 if den == 0 else min(num / den, 1.0)
     else:
-        raise ValueError(f"unknown covariance estimator {estimator!r}")
+        raise MetricError(f"unknown covariance estimator {estimator!r}")
     out = (1.0 - alpha) * s
     out.flat[:: d + 1] += alpha * mu
     return out
@@ -63,7 +65,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         root, _ = linalg.sqrtm((sigma1 + ridge) @ (sigma2 + ridge), disp=False)
     if np.iscomplexobj(root):
         if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.max(np.abs(root.imag)):.3g} in the covariance square root")
+            raise MetricError(f"imaginary component {np.max(np.abs(root.imag)):.3g} in the covariance square root")
         root = root.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(root))
 
@@ -72,7 +74,7 @@ def fmd(reference: np.ndarray, test: np.ndarray, estimator: Estimator = "mle") -
     """FMD between a reference and a test set of embeddings [N, d]."""
     reference, test = np.asarray(reference, np.float64), np.asarray(test, np.float64)
     if reference.ndim != 2 or test.ndim != 2 or reference.shape[1] != test.shape[1]:
-        raise ValueError(f"embedding shapes {reference.shape} and {test.shape} do not match")
+        raise MetricError(f"embedding shapes {reference.shape} and {test.shape} do not match")
     value = frechet_distance(reference.mean(0), covariance(reference, estimator),
                              test.mean(0), covariance(test, estimator))
     return FMDResult(max(value, 0.0), estimator, len(reference), len(test), reference.shape[1])

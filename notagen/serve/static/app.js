@@ -187,6 +187,13 @@ async function loadFormats() {
   $("beginning").setAttribute("accept", data.inputs.join(","));
 }
 
+// The sampling defaults are the server's (SamplingSettings, through the request schema in /openapi.json).
+async function loadDefaults() {
+  const spec = await api("/openapi.json");
+  const fields = spec.components.schemas.SamplingIn.properties;
+  for (const id of ["temperature", "top_k", "top_p"]) $(id).value = fields[id].default;
+}
+
 function showResults(job) {
   const box = $("results");
   box.replaceChildren();
@@ -296,7 +303,7 @@ async function start() {
   $("clear-beginning").addEventListener("click", () => { $("beginning").value = ""; });
   $("refresh-history").addEventListener("click", loadHistory);
   try {
-    await Promise.all([loadModel(), loadPrompts(), loadFormats()]);
+    await Promise.all([loadModel(), loadPrompts(), loadFormats(), loadDefaults()]);
     document.body.dataset.ready = "true";
   } catch (error) {
     showError(`Cannot reach the studio API: ${error.message}`);
