@@ -278,3 +278,30 @@ def test_acs_change_is_judged_against_its_standard_error():
     text = report_markdown(report)
     assert "| 1 | – | 0.850 ± 0.008 | +0.050 ± 0.010 (measurable) |" in text
     assert "| 0 | 0.800 ± 0.006 |" in text and "| 1 | 0.850 |" in text  # per prompt; unknown error: mean only
+
+
+def test_theory_term_joins_the_reward(setup, finished):
+    """With theory_weight, every scored sample carries its theory reward, the pairs are picked by the composite
+    reward, and the evaluation reports the theory term with its standard error."""
+    out = setup["root"] / "run_theory"
+    shutil.copytree(finished[0] / "iter_0" / "samples", out / "iter_0" / "samples")  # the same samples, re-scored
+    run = DPORun(load_dpo_recipe(None, overrides(setup, out, "theory_weight=0.5", "steps_per_iteration=0",
+                                                 "final_eval=false")))
+    scores = run.score(0)
+    analysed = [s for s in scores["samples"] if s["theory"] is not None]
+    assert analysed, "no sample could be analysed"
+    for s in scores["samples"]:
+        assert s["reward"] == pytest.approx(s["score"] + 0.5 * (s["theory"] or 0.0))
+        assert s["theory"] is None or 0.0 <= s["theory"] <= 1.0
+    report = run.evaluate(0, scores)
+    assert report["theory_n"] == len(analysed) and report["theory_se"] is not None
+    run.close()
+
+
+def test_theory_reward_orders_a_cadence_above_its_absence():
+    from notagen.metrics.theory import theory_reward
+    good = {"tonic_ending": 1.0, "beat_triads": 0.9, "parallel_fifths": 0.2, "parallel_octaves": 0.1,
+            "whole_bar_rests": 0.0, "out_of_range_pieces": 0.0, "instrumentation_fit": 1.0}
+    bad = {**good, "tonic_ending": 0.0, "beat_triads": 0.4, "parallel_fifths": 6.0, "parallel_octaves": 5.0}
+    assert 0.0 <= theory_reward(bad) < theory_reward(good) <= 1.0
+    assert theory_reward({"tonic_ending": None}) is None

@@ -58,6 +58,7 @@ from notagen.io import append_jsonl, atomic_write_json, atomic_write_text, conte
 from notagen.metrics.evaluate import format_mean, is_missing
 from notagen.metrics.evaluate import format_value as _cell
 from notagen.metrics.scores import acs, nearest_cosine, standard_error
+from notagen.metrics.theory import analyse_text, theory_reward
 from notagen.patchilizer import Patchilizer
 from notagen.prompt import Prompt, prompt_key, resolve_prompt
 from notagen.train.core import (
@@ -287,7 +288,8 @@ class DPORun:
         names = [name for name, _, _ in self.sample_names()]
         if path.is_file() and (self.iter_dir(k) / "features.npy").is_file():
             scores = _read_json(path)
-            if [s["name"] for s in scores["samples"]] == names:
+            theory_scored = all("reward" in s for s in scores["samples"]) or self.config.theory_weight == 0
+            if [s["name"] for s in scores["samples"]] == names and theory_scored:
                 return scores
         samples = self.read_samples(k)
         extractor = self.extractor()
@@ -310,6 +312,12 @@ class DPORun:
                 "grouping": instrument_grouping_problem(s["interleaved"] or s["raw"]),
                 "memorised": False, "memorised_run": None,
             }
+            if self.config.theory_weight > 0:
+                analysed = analyse_text(scoring_text(s["interleaved"], s["raw"]),
+                                        Prompt.parse(s["prompt_key"]).instrumentation)
+                theory = theory_reward(analysed["values"]) if "values" in analysed else None
+                entry["theory"] = theory
+                entry["reward"] = value + self.config.theory_weight * (theory or 0.0)
             if index is not None:
                 try:
                     check = index.check(scoring_text(s["interleaved"], s["raw"]),
@@ -371,6 +379,11 @@ class DPORun:
             "stop_reasons": dict(Counter(e["stop_reason"] for e in entries)),
             "label_accuracy": {},
         }
+        theory = [e["theory"] for e in entries if e.get("theory") is not None]
+        if theory:  # the theory term of the reward, on the pieces that could be analysed
+            report["theory"] = sum(theory) / len(theory)
+            report["theory_se"] = standard_error(theory)
+            report["theory_n"] = len(theory)
         features = np.load(self.iter_dir(k) / "features.npy")
         prompt_of = {str(p): p.to_dict() for p in self.prompts}
         for label, probe in self.probes().items():
@@ -415,7 +428,7 @@ class DPORun:
             key = str(prompt)
             entries = [e for e in scores["samples"] if e["prompt"] == key]
             selections.append(select_preferences(
-                [(e["name"], e["score"]) for e in entries], self.config.portion,
+                [(e["name"], e.get("reward", e["score"])) for e in entries], self.config.portion,
                 {e["name"]: sample_problem(e, filters) for e in entries}, prompt=key))
         atomic_write_json(path, {
             "iteration": k, "portion": self.config.portion, "filters": dataclasses.asdict(filters),
@@ -549,6 +562,7 @@ class DPORun:
             scores = self.score(k)
             report = self.evaluate(k, scores)
             row.update({key: report[key] for key in ("n", "acs", "acs_se", "valid_rate", "bae", "memorised_share")})
+            row.update({key: report[key] for key in ("theory", "theory_se", "theory_n") if key in report})
             row["acs_per_prompt"] = {p: v["mean"] for p, v in report["acs_per_prompt"].items()}
             row["acs_se_per_prompt"] = {p: v.get("se") for p, v in report["acs_per_prompt"].items()}
             for label, entry in report["label_accuracy"].items():

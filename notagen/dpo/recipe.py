@@ -96,6 +96,10 @@ class DPOConfig:
     music the model never saw); needs reference_split train and a dataset with an eval split."""
     memorisation_bars: int = 4
     """Bars in a row copied from one reference piece that count as a copy (0 disables the index)."""
+    theory_weight: float = 0.0
+    """Weight of the music-theory term in the reward: a sample's reward is its encoder similarity (the paper's)
+    plus theory_weight × `notagen.metrics.theory.theory_reward` (0–1: tonic ending, beat chords, parallels,
+    whole-bar rests, ranges, instrumentation). 0 keeps the paper's reward."""
 
     final_eval: bool = True
     """After the last iteration, sample and evaluate the final model too (iter_K: samples, scores, eval)."""
@@ -120,6 +124,7 @@ class DPOConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("steps_per_iteration", "weight_decay", "beta", "lam", "grad_clip", "memorisation_bars",
+                     "theory_weight",
                      "temperature", "top_k", "min_reference_pieces"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -693,6 +693,25 @@ def analyse(piece: Parsed, instrumentation: str | None = None, raw: str | None =
     return {"values": values, "detail": detail}
 
 
+def theory_reward(values: dict[str, float | None]) -> float | None:
+    """One number in [0, 1] from a piece's theory values, higher for what a musician accepts: the mean of its
+    tonic ending, triad/seventh beat-chord share, instrumentation fit, and penalties that reach 0 at 10 parallel
+    5ths + 8ves per 100 beats, at 10 % whole-bar rests and for any note outside a part's range. Metrics a piece
+    does not have (a single line has no chords) are left out; None when none applies."""
+    terms: list[float] = []
+    for key in ("tonic_ending", "beat_triads", "instrumentation_fit"):
+        if values.get(key) is not None:
+            terms.append(float(values[key]))
+    fifths, octaves = values.get("parallel_fifths"), values.get("parallel_octaves")
+    if fifths is not None and octaves is not None:
+        terms.append(1.0 - min(1.0, (fifths + octaves) / 10.0))
+    if values.get("whole_bar_rests") is not None:
+        terms.append(1.0 - min(1.0, 10.0 * float(values["whole_bar_rests"])))
+    if values.get("out_of_range_pieces") is not None:
+        terms.append(1.0 - float(values["out_of_range_pieces"]))
+    return sum(terms) / len(terms) if terms else None
+
+
 def analyse_text(text: str, instrumentation: str | None = None, raw: str | None = None,
                  asked: dict[str, str] | None = None) -> dict[str, Any]:
     """`analyse` of an ABC text; a piece that does not convert or parse gives {"error": reason}."""
