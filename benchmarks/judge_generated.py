@@ -6,6 +6,9 @@ MusicXML, mido on its MIDI file; and how many attempts it took (`--retries` rege
 
     python benchmarks/judge_generated.py [--pieces 25] [--seed 1] [--out /tmp/judged] [--checkpoint DIR]
 
+Prompts whose folder already holds N pieces are judged, not written again, so `--shard 0/2` and `--shard 1/2` in
+two processes write the pieces, and a last run without `--shard` judges them all.
+
 Writes benchmarks/results/judge_generated.json and prints a table per prompt.
 """
 
@@ -42,16 +45,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("/tmp/judged"))
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--shard", default="0/1", help="i/n: only the prompts whose number is i modulo n")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
+    shard, shards = (int(part) for part in args.shard.split("/"))
     loaded = open_checkpoint(args.checkpoint)
     rows = []
     started = time.perf_counter()
     for number, prompt in enumerate(loaded.prompts):
+        if number % shards != shard:
+            continue
         folder = args.out / f"prompt-{number}"
-        generate_command(period=prompt["period"], composer=prompt["composer"],
-                         instrumentation=prompt["instrumentation"], n=args.pieces, seed=args.seed,
-                         checkpoint=args.checkpoint, output=folder,
-                         device="cpu")
+        done = [path for path in folder.iterdir() if path.is_dir()] if folder.is_dir() else []
+        if len(done) < args.pieces:
+            generate_command(period=prompt["period"], composer=prompt["composer"],
+                             instrumentation=prompt["instrumentation"], n=args.pieces, seed=args.seed,
+                             checkpoint=args.checkpoint, output=folder,
+                             device="cpu")
         pieces = [judge_folder(path) for path in sorted(folder.iterdir()) if path.is_dir()]
         rows.append({"prompt": prompt, "pieces": pieces})
     print(f"{'prompt':<44} {'N':>3} {'valid':>6} {'1st try':>8} {'abc2midi':>9} {'abcm2ps':>8} {'music21':>8} "
@@ -76,10 +86,10 @@ def main() -> None:
                 for judge in p["judges"]["judges"].values() for problem in judge["problems"]]
     for problem in problems[:20]:
         print("  ", problem)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"totals": totals, "rows": rows, "seconds": time.perf_counter() - started,
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps({"totals": totals, "rows": rows, "seconds": time.perf_counter() - started,
                                    "pieces_per_prompt": args.pieces, "seed": args.seed}, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
