@@ -91,6 +91,10 @@ def test_eval_cli_writes_a_complete_report(setup):
     for label in ("period", "instrumentation"):
         entry = report["label_accuracy"][label]
         assert entry["n"] == 5 and entry["n_train"] == 40 and entry["n_reference_eval"] == 8
+        per_prompt = entry["per_prompt"]  # every prompt's pieces, probed on their own
+        prompted = sum(1 for p in report["per_piece"] if p.get("prompt"))
+        assert prompted > 0 and sum(row["n"] for row in per_prompt.values()) == prompted
+        assert all(0 <= row["la"] <= 1 for row in per_prompt.values())
     flagged = report["memorisation"]["flagged"]
     assert [f["name"] for f in flagged] == ["copy.abc"] and flagged[0]["bars"] >= 8
     assert report["validity"]["n"] == 5

@@ -147,7 +147,9 @@ def _probe_scores(ref_features: np.ndarray, ref_pieces: list[Piece], gen_feature
                   generated: list[GeneratedFile], eval_features: np.ndarray | None,
                   eval_pieces: list[Piece]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for label in ("period", "instrumentation"):
+    generated_prompts = [str(Prompt.of(g.labels)) if Prompt.of(g.labels) else None for g in generated]
+    eval_prompts = [str(Prompt.of(p.labels)) if Prompt.of(p.labels) else None for p in eval_pieces]
+    for label in ("period", "composer", "instrumentation"):
         labels = [p.labels.get(label) for p in ref_pieces]
         keep = [i for i, y in enumerate(labels) if y]
         if len({labels[i] for i in keep}) < 2:
@@ -163,6 +165,19 @@ def _probe_scores(ref_features: np.ndarray, ref_pieces: list[Piece], gen_feature
         wanted = [g.labels.get(label) for g in generated]
         entry["la"] = probe.accuracy(gen_features, wanted)
         entry["n"] = sum(w is not None for w in wanted)
+        # Per prompt: does the probe recognise each prompt's pieces as its own (and the real held-out ones)?
+        per_prompt: dict[str, dict[str, Any]] = {}
+        for key in sorted({k for k in generated_prompts if k}):
+            rows = [i for i, k in enumerate(generated_prompts) if k == key]
+            row_entry: dict[str, Any] = {"la": probe.accuracy(gen_features[rows], [wanted[i] for i in rows]),
+                                         "n": len(rows)}
+            real_rows = [i for i, k in enumerate(eval_prompts) if k == key]
+            if eval_features is not None and real_rows:
+                row_entry["real_la"] = probe.accuracy(eval_features[real_rows],
+                                                      [eval_pieces[i].labels.get(label) for i in real_rows])
+                row_entry["real_n"] = len(real_rows)
+            per_prompt[key] = row_entry
+        entry["per_prompt"] = per_prompt
         out[label] = entry
     return out
 
@@ -276,6 +291,21 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         p = report["perplexity"]
         lines.append(f"| perplexity | {_fmt(p['perplexity'], 4)} | {p['n']} | {p['chars']} characters of the "
                      "reference eval split |")
+    probes = {label: entry["per_prompt"] for label, entry in report.get("label_accuracy", {}).items()
+              if entry.get("per_prompt")}
+    if probes:
+        lines += ["", "## Label probes per prompt", "",
+                  "Share of each prompt's pieces that a linear probe on the encoder's features (trained on the "
+                  "reference) gives that prompt's own label; real held-out pieces of the prompt in parentheses.", "",
+                  "| prompt | N | " + " | ".join(probes) + " |", "|---|---|" + "---|" * len(probes)]
+        for key in sorted({k for per in probes.values() for k in per}):
+            cells = []
+            for per in probes.values():
+                entry = per.get(key, {})
+                real = f" ({_fmt(entry['real_la'])}, N {entry['real_n']})" if "real_la" in entry else ""
+                cells.append(f"{_fmt(entry.get('la'))}{real}")
+            n = next(per[key]["n"] for per in probes.values() if key in per)
+            lines.append(f"| {_cell(key)} | {n} | " + " | ".join(cells) + " |")
     if "acs" in report and report["acs"]["per_prompt"]:
         lines += ["", "## ACS per prompt", "",
                   "Baseline: real reference pieces of the other prompts, scored against this prompt's centroid.", "",
