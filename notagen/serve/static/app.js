@@ -17,6 +17,10 @@ function el(tag, attrs = {}, text = null) {
 }
 
 async function api(path, options = {}) {
+  // State changes carry the studio's header: a page on another site cannot send it (the server refuses them).
+  if (options.method && options.method !== "GET") {
+    options = { ...options, headers: { ...(options.headers || {}), "X-Notagen-Studio": "1" } };
+  }
   const response = await fetch(path, options);
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
