@@ -113,7 +113,7 @@ def _mb(value: int) -> str:
 def check_input_size(size: int, name: str, limits: Limits | None = None) -> None:
     limit = (limits or _current).max_input_bytes
     if limit is not None and size > limit:
-        raise LimitError(f"{name}: input too large ({_mb(size)} > the {_mb(limit)} input limit, --max-input-mb)")
+        raise LimitError(f"{name}: too large ({_mb(size)} > the {_mb(limit)} input limit, --max-input-mb)")
 
 
 def check_archive(archive: zipfile.ZipFile, name: str, limits: Limits | None = None) -> None:
