@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import pickle
 import re
 import signal
@@ -283,11 +284,29 @@ def die_with_parent() -> None:
         pass
 
 
+def _release_forkserver() -> None:
+    """Close this worker's copy of the fork server's liveness pipe. Every process the fork server starts holds it
+    (so that it can start processes in turn), which keeps the server alive as long as any worker lives: with it
+    closed, the server exits when the process that asked for the workers dies, and PDEATHSIG takes them down."""
+    try:
+        from multiprocessing import forkserver
+
+        server = forkserver._forkserver
+        fd = server._forkserver_alive_fd
+    except AttributeError:
+        return
+    if fd is not None and multiprocessing.parent_process() is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None
+
+
 def limit_this_process(limits: Limits) -> None:
     """What a worker process does first: the memory bound, the limits in force, death with its parent."""
     global _current
     _current = limits
     die_with_parent()
+    _release_forkserver()
     _set_memory_limit(limits.max_memory_mb)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
 

@@ -125,7 +125,7 @@ class StudioGuard:
         self.app = app
         self.any_host = "*" in allowed_hosts
         self.allowed = {_host_name(host) for host in allowed_hosts}
-        self.body_limit = body_limit   # (method, path) → bytes
+        self.body_limit = body_limit   # (method, path, media type) → bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -137,16 +137,16 @@ class StudioGuard:
             await _refuse(send, 421, f"host {host[:100]!r} is not served here (allowed: {sorted(self.allowed)})")
             return
         method = scope["method"]
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if method in STATE_CHANGING:
             origin = headers.get("origin")
             if origin is not None and origin.split("://", 1)[-1].rstrip("/").lower() != host.lower():
                 await _refuse(send, 403, f"cross-origin request from {origin[:100]!r} refused")
                 return
-            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media != "application/json" and STUDIO_HEADER.lower() not in headers:
                 await _refuse(send, 403, f"send JSON (application/json) or the {STUDIO_HEADER} header")
                 return
-        limit = self.body_limit(method, scope["path"])
+        limit = self.body_limit(method, scope["path"], media)
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _refuse(send, 413, f"request body too large: {length[:20]} bytes (limit {limit})")
@@ -237,8 +237,9 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
     app.state.runner = runner
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    def body_limit(method: str, path: str) -> int:
-        return max_upload_bytes + FORM_OVERHEAD if (method, path) == ("POST", "/api/jobs") else MAX_BODY_BYTES
+    def body_limit(method: str, path: str, media: str) -> int:
+        upload = (method, path, media) == ("POST", "/api/jobs", "multipart/form-data")
+        return max_upload_bytes + FORM_OVERHEAD if upload else MAX_BODY_BYTES
 
     app.add_middleware(StudioGuard, allowed_hosts=list(allowed_hosts or LOOPBACK_HOSTS), body_limit=body_limit)
 
