@@ -53,8 +53,9 @@ def good_musicxml(number: int = 1) -> bytes:
     return abc_to_musicxml(good_tune(number)).encode("utf-8")
 
 
-def make_corpus(folder: Path) -> dict[str, str]:
-    """Write the corpus into `folder`; {name: "ok" or words the refusal names}."""
+def make_corpus(folder: Path, bomb_mib: int = 64) -> dict[str, str]:
+    """Write the corpus into `folder`; {name: "ok" or words the refusal names}. The zip bomb holds `bomb_mib` MiB
+    of XML (1024: the 1 GiB of the reported attack, in 1 MB)."""
     folder.mkdir(parents=True, exist_ok=True)
     xml = good_musicxml(1)
     rng = random.Random(20)
@@ -74,7 +75,11 @@ def make_corpus(folder: Path) -> dict[str, str]:
     bomb = folder / "zipbomb.mxl"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("META-INF/container.xml", CONTAINER)
-        archive.writestr("score.xml", b"<score-partwise>" + b" " * (64 * MiB) + b"</score-partwise>")
+        with archive.open("score.xml", "w", force_zip64=True) as member:   # streamed: never whole in memory
+            member.write(b"<score-partwise>")
+            for _ in range(bomb_mib):
+                member.write(b" " * MiB)
+            member.write(b"</score-partwise>")
     expected["zipbomb.mxl"] = "unpacked-size limit"
     put("entities.musicxml", ENTITY_BOMB, "declares entities")
     put("deep.musicxml", "<score-partwise>" + "<a>" * 20000 + "</a>" * 20000 + "</score-partwise>", "nested deeper")
