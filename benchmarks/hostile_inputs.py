@@ -68,7 +68,7 @@ def _studio(folder: Path, names: list[str], work: Path) -> tuple[dict[str, tuple
     from notagen.serve.app import STUDIO_HEADER, create_app
 
     torch.manual_seed(0)
-    registry = [{"period": "Romantic", "composer": "Chopin, Frederic", "instrumentation": "Keyboard"}]
+    registry = [{"period": "Romantic", "composer": "Chopin, Frederic", "instrumentation": "Keyboard", "count": 1}]
     checkpoint = save_checkpoint(work / "model", NotaGenModel(ModelConfig.preset("tiny", patch_length=32)),
                                  prompts=registry)
     app = create_app(checkpoint, work / "studio", device="cpu")

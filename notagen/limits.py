@@ -189,7 +189,7 @@ def scan_musicxml(data: bytes, name: str, limits: Limits | None = None) -> None:
             voices.add((state["part"], text))
             if limits.max_voices is not None and len(voices) > limits.max_voices:
                 stop(f"{name}: more than {limits.max_voices} voices (--max-voices)")
-        elif tag == "duration" and limits.max_note_quarters is not None:
+        elif tag == "duration" and state["note"] and limits.max_note_quarters is not None:
             with contextlib.suppress(ValueError, ZeroDivisionError):
                 quarters = Fraction(text) / state["divisions"]
                 if quarters > limits.max_note_quarters:
