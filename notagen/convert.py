@@ -11,7 +11,12 @@
   lines) → MusicXML via Vree's abc2xml, the only reader that understands interleaved multi-voice ABC.
   `read_abc_tune` reads any one tune: abc2xml, except for Essen-style tunes (one voice whose line ends are bar
   ends), which music21 reads; an abc2xml failure is reported, never hidden behind another reader.
-* `convert_command`: `notagen convert IN OUT [--no-verify]`.
+* `convert_command`: `notagen convert IN OUT [--no-verify]`, run in a worker process bounded by
+  `notagen.limits.Limits` (flags for the main ones); `convert_file` is the same in the current process.
+
+Every reader here checks the input's size, an `.mxl` archive's announced unpacked size (before inflating) and the
+score's shape (voices, notes per bar, note lengths, XML depth, no entity declarations) against the limits in force
+(`notagen.limits.current_limits`), so a hostile file is refused in one line before the converters see it.
 
 Workarounds for known converter failures: `.mxl` archives whose root file is `*.musicxml` are unpacked here through
 `META-INF/container.xml` (xml2abc only looks for `*.xml`); non-numeric lyric numbers (`number="chorus"`, Sibelius
@@ -33,6 +38,7 @@ from notagen.abc.interleave import interleave, is_interleaved, is_rest_reduced, 
 from notagen.abc.text import BARLINES, clean_abc, is_comment_line, strip_prompt_lines, strip_stream_annotations
 from notagen.errors import ConversionError, InputError
 from notagen.io import atomic_write_bytes, atomic_write_text
+from notagen.limits import check_archive, check_input_size, cli_limits, run_limited, scan_abc, scan_musicxml
 from notagen.musicxml import prepare_musicxml
 from notagen.verify import Verification, compare_scores
 from notagen.vree import XML2ABC_OPTIONS, Abc2XmlResult, run_abc2xml, run_xml2abc
@@ -68,7 +74,7 @@ def detect_format(path: Path | str) -> Format:
         return "mxl"
     if head.startswith(b"MThd"):
         return "midi"
-    text = head.decode("latin-1").lstrip("\ufeff\xef\xbb\xbf \t\r\n")
+    text = decode_text(head).lstrip("\ufeff\xef\xbb\xbf \t\r\n")
     if text.startswith("<") and ("score-partwise" in text or "score-timewise" in text or "<?xml" in text):
         return "musicxml"
     if re.search(r"^\*\*kern|^!!!", text, re.MULTILINE):
@@ -84,6 +90,7 @@ def _read_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a score file")
     try:
+        check_input_size(path.stat().st_size, str(path))
         data = path.read_bytes()
     except OSError as error:
         raise InputError(f"{path}: unreadable: {error.strerror or error}") from error
@@ -92,18 +99,43 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _check_text(path: Path, data: bytes, kind: str) -> None:
-    if b"\x00" in data[:65536]:
+def _check_text(path: Path, text: str, kind: str) -> None:
+    if "\x00" in text[:65536]:
         raise InputError(f"{path}: binary file, not a {kind} score")
 
 
-def _decode_text(data: bytes) -> str:
+def _utf16_codec(data: bytes) -> str | None:
+    """The UTF-16 codec of text that is UTF-16 (a byte-order mark, or `<?`/ASCII in every other byte), else None."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+        return "utf-16"
+    head = data[:64]
+    if len(head) >= 8 and head[1::2].count(0) == len(head[1::2]) and 0 not in head[0::2]:
+        return "utf-16-le"
+    if len(head) >= 8 and head[0::2].count(0) == len(head[0::2]) and 0 not in head[1::2]:
+        return "utf-16-be"
+    return None
+
+
+def decode_text(data: bytes) -> str:
+    """Score file bytes → text, the one way every command reads a text score: UTF-16 (with a byte-order mark, or
+    detected from its zero bytes), UTF-8 (with or without a BOM), else Latin-1. Undecodable UTF-16 becomes
+    replacement characters, so a binary file still shows as binary (NUL characters) to `_check_text`."""
+    codec = _utf16_codec(data)
+    if codec is not None:
+        return data.decode(codec, errors="replace").lstrip("\ufeff")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def read_text_score(path: Path | str, kind: str = "ABC") -> str:
+    """The text of a text score file (ABC, Humdrum), read by `decode_text`; InputError when missing, empty, too
+    large or binary."""
+    path = Path(path)
+    text = decode_text(_read_bytes(path))
+    _check_text(path, text, kind)
+    return text
 
 
 def read_mxl(path: Path | str) -> bytes:
@@ -112,6 +144,7 @@ def read_mxl(path: Path | str) -> bytes:
     data = _read_bytes(path)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_archive(archive, str(path))   # before anything is inflated
             names = archive.namelist()
             root = None
             if "META-INF/container.xml" in names:
@@ -135,10 +168,8 @@ def read_mxl(path: Path | str) -> bytes:
 
 def _utf8_xml(data: bytes) -> bytes:
     """UTF-16 MusicXML (some corpus files) as UTF-8, so byte-level checks and fixes can read it."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or data[:4] in (b"<\x00?\x00", b"\x00<\x00?"):
-        text = data.decode("utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else
-                           ("utf-16-le" if data[0] == 0x3C else "utf-16-be"))
-        text = re.sub(r"^\s*<\?xml[^>]*\?>", "<?xml version='1.0' encoding='utf-8'?>", text.lstrip("\ufeff"),
+    if _utf16_codec(data) is not None:
+        text = re.sub(r"^\s*<\?xml[^>]*\?>", "<?xml version='1.0' encoding='utf-8'?>", decode_text(data),
                       count=1)
         return text.encode("utf-8")
     return data
@@ -356,21 +387,28 @@ def _source(path: Path, tune: int | None) -> tuple[bytes, list[str]]:
     if fmt == "midi":
         raise ConversionError(f"{path}: MIDI input is not supported (no notation to convert); use MusicXML")
     if fmt == "mxl":
-        return _sanitize_lyric_numbers(_utf8_xml(read_mxl(path))), []
+        xml = _utf8_xml(read_mxl(path))
+        scan_musicxml(xml, str(path))
+        return _sanitize_lyric_numbers(xml), []
     data = _read_bytes(path)
     if fmt == "musicxml":
-        _check_text(path, data, "MusicXML")
-        if not data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        xml = _utf8_xml(data)
+        if b"\x00" in xml[:65536]:
+            raise InputError(f"{path}: binary file, not a MusicXML score")
+        if not xml.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
             raise InputError(f"{path}: not XML (does not start with '<')")
-        return _sanitize_lyric_numbers(_utf8_xml(data)), []
+        scan_musicxml(xml, str(path))
+        return _sanitize_lyric_numbers(xml), []
     if fmt == "kern":
-        _check_text(path, data, "Humdrum")
+        _check_text(path, decode_text(data), "Humdrum")
         try:
             return _music21_to_musicxml(path, "humdrum"), []
         except ConversionError as error:
             raise ConversionError(f"{path}: {error}") from error
-    _check_text(path, data, "ABC")
-    tune_text = _select_tune(path, _decode_text(data), tune)
+    text = decode_text(data)
+    _check_text(path, text, "ABC")
+    tune_text = _select_tune(path, text, tune)
+    scan_abc(tune_text, str(path))
     try:
         reading = read_abc_tune(tune_text)
     except ConversionError as error:
@@ -387,7 +425,7 @@ def _musicxml_bytes(path: Path, tune: int | None) -> bytes:
 
 def score_to_musicxml(path: Path | str, tune: int | None = None) -> str:
     """The MusicXML text `score_to_abc` converts for this file (`tune`: 1-based tune of a multi-tune ABC file)."""
-    return _decode_text(_musicxml_bytes(Path(path), tune))
+    return decode_text(_musicxml_bytes(Path(path), tune))
 
 
 @dataclass
@@ -419,7 +457,7 @@ def convert_score(path: Path | str, *, interleaved: bool = False, tune: int | No
             text = interleave(text)
         except ConversionError as error:
             raise ConversionError(f"{path}: {error}") from error
-    result = ScoreConversion(text, _decode_text(source), notes + conversion.changes)
+    result = ScoreConversion(text, decode_text(source), notes + conversion.changes)
     if verify:
         try:
             result.verification = verify_abc(source, text, conversion)
@@ -454,14 +492,14 @@ def _write_mxl(output: Path, xml: str) -> None:
     atomic_write_bytes(output, buffer.getvalue())
 
 
-def _report(output: Path, kind: str, notes: list[str]) -> None:
-    print(f"wrote {output} ({kind})")
-    for note in notes:
-        print(f"  note: {note}")
+def _report(output: Path, kind: str, notes: list[str]) -> list[str]:
+    return [f"wrote {output} ({kind})"] + [f"  note: {note}" for note in notes]
 
 
 def convert_command(input: Path, output: Path, interleaved: bool = False, tune: int | None = None,
-                    verify: bool = True) -> int:
+                    verify: bool = True, max_input_mb: float | None = None, max_unpacked_mb: float | None = None,
+                    max_voices: int | None = None, max_notes_per_bar: int | None = None,
+                    max_seconds: float | None = None, max_memory_mb: int | None = None) -> int:
     """Convert a score between MusicXML/MXL/Humdrum/ABC and NotaGen's ABC, checking that no note changes.
 
     The direction follows the file names: a score (.xml, .musicxml, .mxl, .krn, .abc) to .abc gives cleaned
@@ -482,12 +520,32 @@ def convert_command(input: Path, output: Path, interleaved: bool = False, tune: 
         interleaved: Write interleaved ABC (one line per bar) instead of standard ABC.
         tune: For ABC files with several X: tunes, which one (1-based).
         verify: Check the result as described above; --no-verify writes without checking.
+        max_input_mb: Refuse an input file larger than this (default 20; 0: no bound).
+        max_unpacked_mb: Refuse an .mxl whose archive directory announces more than this unpacked (default 100).
+        max_voices: Refuse a score with more voices (default 128).
+        max_notes_per_bar: Refuse a score with more notes in one bar of one voice or part (default 1024).
+        max_seconds: Stop the conversion after this many seconds (default 300).
+        max_memory_mb: Stop the conversion when its process needs more memory than this (default 4096).
+
+    The conversion runs in a worker process bounded by these limits; hitting one is reported in one line that
+    names it.
 
     Examples:
         notagen convert bwv66.6.mxl bwv66.6.abc
         notagen convert quartet.musicxml quartet.abc --interleaved
         notagen convert generated.abc generated.musicxml
     """
+    limits = cli_limits(max_input_mb, max_unpacked_mb, max_voices, max_notes_per_bar, max_seconds, max_memory_mb)
+    lines = run_limited(convert_file, Path(input), Path(output), interleaved=interleaved, tune=tune, verify=verify,
+                        limits=limits, name=str(input))
+    print("\n".join(lines))
+    return 0
+
+
+def convert_file(input: Path, output: Path, interleaved: bool = False, tune: int | None = None,
+                 verify: bool = True) -> list[str]:
+    """`notagen convert` in the current process (`convert_command` runs it in a bounded worker): writes `output`,
+    returns the lines to print."""
     input, output = Path(input), Path(output)
     target = output.suffix.lower()
     source_format = detect_format(input)
@@ -501,20 +559,18 @@ def convert_command(input: Path, output: Path, interleaved: bool = False, tune: 
             raise ConversionError(f"{input}: not written: {lossy[0]}")
         atomic_write_text(output, result.text)
         kind = "interleaved ABC" if interleaved else "standard ABC"
-        _report(output, f"{kind}, {check.summary()}" if check is not None else f"{kind}, not verified",
-                result.changes + (check.warnings if check is not None else []))
-        return 0
+        return _report(output, f"{kind}, {check.summary()}" if check is not None else f"{kind}, not verified",
+                       result.changes + (check.warnings if check is not None else []))
     if target not in (".xml", ".musicxml", ".mxl"):
         raise InputError(f"{output}: unsupported output type '{output.suffix or output.name}' "
                          "(use .abc, .xml, .musicxml or .mxl)")
     notes: list[str] = []
     if source_format == "abc":
-        data = _read_bytes(input)
-        _check_text(input, data, "ABC")
-        text = _decode_text(data)
+        text = read_text_score(input)
         tunes = abc_tune_texts(text)
         if len(tunes) > 1 or tune is not None:
             text = _select_tune(input, text, tune)
+        scan_abc(text, str(input))
         try:
             reading = read_abc_tune(text)
         except ConversionError as error:
@@ -532,5 +588,4 @@ def convert_command(input: Path, output: Path, interleaved: bool = False, tune: 
         _write_mxl(output, xml)
     else:
         atomic_write_text(output, xml)
-    _report(output, "MusicXML", notes)
-    return 0
+    return _report(output, "MusicXML", notes)

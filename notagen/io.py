@@ -95,6 +95,33 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what writes cut short by a kill left in `folder` and below: `atomic_path` temporaries (`.NAME.*.tmp`,
+    `.NAME.*.tmp.EXT`) and `atomic_directory` partial folders (`.NAME.partial`; `.NAME.old` too, unless `NAME` is
+    missing: a kill between the two renames left the old folder as the only copy, so it is put back). Only for a
+    folder one process writes (a resumed build or run, before it starts writing). Returns what was removed."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for name in filenames:
+            if name.startswith(".") and (name.endswith(TMP_SUFFIX) or f"{TMP_SUFFIX}." in name):
+                (here / name).unlink(missing_ok=True)
+                removed.append(here / name)
+        for name in list(dirnames):
+            if name.startswith(".") and name.endswith((".partial", ".old")):
+                dirnames.remove(name)
+                original = here / name[1:].rsplit(".", 1)[0]
+                if name.endswith(".old") and not original.exists():
+                    os.replace(here / name, original)
+                    continue
+                shutil.rmtree(here / name, ignore_errors=True)
+                removed.append(here / name)
+    return removed
+
+
 def read_jsonl(path: str | os.PathLike[str], strict: bool = False) -> list[Any]:
     """The records of a JSON-lines file, in order; blank lines are skipped. A line that is not JSON (one cut short
     by a kill) is skipped, or with `strict` an InputError naming the file and line."""

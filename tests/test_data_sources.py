@@ -9,7 +9,6 @@ from collections import Counter
 from score_fixtures import PIANO, STRINGS, VOICE, Movement, Score, musicxml, tune
 
 from notagen.data.sources import (
-    MAX_FILE_BYTES,
     MAX_PIECE_ID,
     MUSIC21_REPOSITORY,
     dedupe_ids,
@@ -21,6 +20,7 @@ from notagen.data.sources import (
     public_url,
     split_abc_tunes,
 )
+from notagen.limits import DEFAULT_LIMITS
 
 CORPUS = music21_corpus_dir()
 
@@ -55,9 +55,9 @@ def test_bad_inputs_are_skipped_with_a_reason(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored inside folders")
     huge = tmp_path / "huge.abc"
     with huge.open("wb") as handle:
-        handle.truncate(MAX_FILE_BYTES + 1)
+        handle.truncate(DEFAULT_LIMITS.max_input_bytes + 1)
     found = discover_inputs([tmp_path, tmp_path / "missing.xml", tmp_path / "notes.txt"])
-    reasons = {s.source.rsplit("/", 1)[-1]: s.reason for s in found.skips}
+    reasons = {s.source.rsplit("/", 1)[-1]: s.reason for s in found.skips if not s.policy}
     assert reasons["empty.xml"] == "empty file"
     assert reasons["binary.abc"].startswith("binary file")
     assert reasons["notxml.xml"].startswith("not XML")
@@ -67,7 +67,10 @@ def test_bad_inputs_are_skipped_with_a_reason(tmp_path):
     assert reasons["huge.abc"].startswith("too large")
     assert reasons["missing.xml"] == "no such file or folder"
     assert reasons["notes.txt"].startswith("unsupported file type")
-    assert not found.jobs and not any(s.policy for s in found.skips)
+    assert not found.jobs
+    # Inside a folder, other file types are reported too, as excluded (a folder may hold anything).
+    assert [(s.source.rsplit("/", 1)[-1], s.policy) for s in found.skips if s.policy] == [("notes.txt", True)]
+    assert "huge.abc" in reasons and "--max-input-mb" in reasons["huge.abc"]
 
 
 def test_valid_mxl_and_utf16_xml_pass_preflight(tmp_path):

@@ -46,9 +46,9 @@ def test_runnable_needs_checkpoint_and_reference():
         DPOConfig(init_checkpoint="x").check_runnable()
 
 
-@pytest.mark.parametrize("name", ["tiny", "mini"])
-def test_shipped_recipes_load(name):
-    path = REPO / "recipes" / name / "dpo.yaml"
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*/dpo*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_recipes_load(path):
     config = load_dpo_recipe(path)
     assert config.init_checkpoint and config.reference
-    assert f"notagen dpo recipes/{name}/dpo.yaml" in path.read_text()  # the command is in the header
+    assert f"notagen dpo recipes/{path.parent.name}/{path.name}" in path.read_text()  # the command is in the header

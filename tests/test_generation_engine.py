@@ -180,6 +180,30 @@ def test_rewindow_keeps_metadata_and_last_half_of_the_lines():
     assert rewindow("L:1/8\n", None, patchilizer) is None
 
 
+def _rewindow_by_scan(text, cut_index, patchilizer):
+    """The definition rewindow's bisection must match: the most lines (up to cut_index) that leave room."""
+    from notagen.generation.engine import close_finished_line, split_context
+
+    metadata, body = body_lines_of(text)
+    cut_index = cut_index or max(1, len(body) // 2)
+    for keep in range(min(cut_index, len(body)), 0, -1):
+        window = "".join(metadata + body[-keep:])
+        full, prefix = close_finished_line(*split_context(patchilizer.encode_generate(window), 16), window, 16)
+        if len(full) <= patchilizer.patch_length - 2:
+            return full, prefix, cut_index
+    return None
+
+
+def test_rewindow_bisection_keeps_what_the_scan_keeps():
+    rng = __import__("random").Random(3)
+    for trial in range(60):
+        lines = [f"[r:{i}/0][V:1]" + "a" * rng.randrange(0, 70) + "|\n" for i in range(rng.randrange(1, 120))]
+        text = "L:1/8\nK:C\n" + "".join(lines) + ("[r:99/0][V:1]ab" if trial % 2 else "")
+        patchilizer = Patchilizer(patch_length=rng.choice([6, 12, 40, 200]))
+        for cut in (None, 1, 7, 500):
+            assert rewindow(text, cut, patchilizer) == _rewindow_by_scan(text, cut, patchilizer), (trial, cut)
+
+
 def test_kv_cache_ragged_rows():
     cache = KVCache(layers=1, batch=2, heads=1, head_dim=2, capacity=6)
     k = torch.arange(4.0).view(2, 1, 1, 2)

@@ -34,7 +34,7 @@ from notagen.generation.sampling import SamplingSettings  # noqa: E402
 from notagen.io import content_hash  # noqa: E402
 from notagen.model import NotaGenModel  # noqa: E402
 from notagen.render import render_svg_pages  # noqa: E402
-from notagen.serve.app import create_app  # noqa: E402
+from notagen.serve.app import STUDIO_HEADER, create_app  # noqa: E402
 from notagen.serve.jobs import HISTORY_FILE  # noqa: E402
 
 REGISTRY = [
@@ -105,6 +105,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def studio_client(app) -> TestClient:
+    """A test client that talks as the studio's own page does: a loopback Host and the studio header."""
+    return TestClient(app, base_url="http://127.0.0.1", headers={STUDIO_HEADER: "1"})
+
+
 @contextmanager
 def running_server(app) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL."""
@@ -148,9 +153,10 @@ def upload(client, name: str, data: bytes, request: dict | None = None):
 
 
 def test_health_models_and_prompts(random_checkpoint, tmp_path):
-    with TestClient(create_app(random_checkpoint, tmp_path / "out", device="cpu")) as client:
+    with studio_client(create_app(random_checkpoint, tmp_path / "out", device="cpu")) as client:
         health = client.get("/api/health").json()
-        assert health["status"] == "ok" and health["model"] == str(random_checkpoint)
+        assert health["status"] == "ok" and health["model"] == random_checkpoint.name  # no absolute path shown
+        assert str(random_checkpoint.parent) not in json.dumps(client.get("/api/models").json())
         assert health["jobs"] == {"queued": 0, "running": 0, "queue_size": 16, "workers": 1}
         model = client.get("/api/models").json()["models"][0]
         assert model["prompts"] == 3 and not model["unconditional_only"]
@@ -177,7 +183,7 @@ def test_health_models_and_prompts(random_checkpoint, tmp_path):
 
 def test_unconditional_model_and_missing_checkpoint(tmp_path):
     bare = save_checkpoint(tmp_path / "bare", random_model(), prompts=[])
-    with TestClient(create_app(bare, tmp_path / "out", device="cpu")) as client:
+    with studio_client(create_app(bare, tmp_path / "out", device="cpu")) as client:
         assert client.get("/api/prompts").json() == {"registry": False, "prompts": []}
         assert client.get("/api/models").json()["models"][0]["unconditional_only"] is True
         partial = client.post("/api/jobs", json=job_request(prompt={"period": "Romantic"}))
@@ -190,7 +196,7 @@ def test_unconditional_model_and_missing_checkpoint(tmp_path):
 
 def test_job_lifecycle_files_and_history_survive_a_restart(random_checkpoint, tmp_path):
     out = tmp_path / "out"
-    with TestClient(create_app(random_checkpoint, out, device="cpu")) as client:
+    with studio_client(create_app(random_checkpoint, out, device="cpu")) as client:
         raw_sampling = {"temperature": 1.0, "top_k": 9, "top_p": 0.9, "strict": False}
         response = client.post("/api/jobs", json=job_request(n=2, seed=7, sampling=raw_sampling))
         assert response.status_code == 202, response.text
@@ -217,7 +223,7 @@ def test_job_lifecycle_files_and_history_survive_a_restart(random_checkpoint, tm
     lines = [json.loads(line) for line in (out / HISTORY_FILE).read_text().splitlines()]
     assert [line["state"] for line in lines] == ["queued", "running", "done"]
     # A new server on the same folder knows the finished job and still serves its files.
-    with TestClient(create_app(random_checkpoint, out, device="cpu")) as client:
+    with studio_client(create_app(random_checkpoint, out, device="cpu")) as client:
         again = client.get(f"/api/jobs/{job['id']}").json()
         assert again["state"] == "done" and again["results"] == job["results"]
         assert client.get(job["files_url"] + job["results"][1]["files"]["raw_abc"][0]).status_code == 200
@@ -227,7 +233,7 @@ def test_upload_a_beginning_renders_score_and_audio(stopping_checkpoint, tmp_pat
     # verovio engraves only in the first thread that used it unless each toolkit is given its resource folder:
     # engrave here first, so the worker thread below is never that first thread.
     assert len(render_svg_pages(abc_to_musicxml(BEGINNING_ABC))) == 1
-    with TestClient(create_app(stopping_checkpoint, tmp_path / "out", device="cpu")) as client:
+    with studio_client(create_app(stopping_checkpoint, tmp_path / "out", device="cpu")) as client:
         response = upload(client, "beginning.abc", BEGINNING_ABC.encode(), job_request(max_bars=4))
         assert response.status_code == 202, response.text
         job = wait_for_job(client, response.json()["id"])
@@ -250,7 +256,7 @@ def test_upload_a_beginning_renders_score_and_audio(stopping_checkpoint, tmp_pat
 
 
 def test_bad_requests_get_one_line_4xx_reasons(random_checkpoint, tmp_path):
-    with TestClient(create_app(random_checkpoint, tmp_path / "out", device="cpu", max_upload_bytes=4000)) as client:
+    with studio_client(create_app(random_checkpoint, tmp_path / "out", device="cpu", max_upload_bytes=4000)) as client:
         wrong = client.post("/api/jobs", json=job_request(prompt={"period": "Romantic", "composer": "Chopin",
                                                                   "instrumentation": "Keyboard"}))
         assert wrong.status_code == 400
@@ -287,7 +293,7 @@ def test_files_outside_a_job_folder_are_never_served(random_checkpoint, tmp_path
     out.mkdir()
     (out / "secret.txt").write_text("TOP-SECRET")
     (tmp_path / "outside.txt").write_text("TOP-SECRET")
-    with TestClient(create_app(random_checkpoint, out, device="cpu")) as client:
+    with studio_client(create_app(random_checkpoint, out, device="cpu")) as client:
         job = wait_for_job(client, client.post("/api/jobs", json=job_request()).json()["id"])
         piece = job["results"][0]["files"]["raw_abc"][0]
         base = job["files_url"]
@@ -310,7 +316,7 @@ def test_files_outside_a_job_folder_are_never_served(random_checkpoint, tmp_path
 
 def test_queue_limit_gives_429_and_cancelling_a_queued_job(random_checkpoint, tmp_path):
     # Without the lifespan (no `with`), no worker starts: the queue fills deterministically.
-    client = TestClient(create_app(random_checkpoint, tmp_path / "out", queue_size=2, device="cpu"))
+    client = studio_client(create_app(random_checkpoint, tmp_path / "out", queue_size=2, device="cpu"))
     first = client.post("/api/jobs", json=job_request(seed=1)).json()
     second = client.post("/api/jobs", json=job_request(seed=2)).json()
     assert (first["state"], first["position"], second["position"]) == ("queued", 0, 1)
@@ -328,7 +334,7 @@ def test_queue_limit_gives_429_and_cancelling_a_queued_job(random_checkpoint, tm
     # The server stops with a job still queued (and a line torn by the crash): a new server says what happened.
     with open(tmp_path / "out" / HISTORY_FILE, "a") as history:
         history.write('{"id": "torn", "sta')
-    restarted = TestClient(create_app(random_checkpoint, tmp_path / "out", queue_size=2, device="cpu"))
+    restarted = studio_client(create_app(random_checkpoint, tmp_path / "out", queue_size=2, device="cpu"))
     jobs = {job["id"]: job for job in restarted.get("/api/jobs").json()["jobs"]}
     assert set(jobs) == {first["id"], second["id"], waiting["id"]}
     assert jobs[waiting["id"]]["state"] == "failed" and "interrupted" in jobs[waiting["id"]]["error"]
@@ -348,7 +354,7 @@ def test_serve_command_says_when_there_is_no_model(monkeypatch, capsys, tmp_path
 
 
 def test_cancel_a_running_job_stops_the_engine(random_checkpoint, tmp_path):
-    with TestClient(create_app(random_checkpoint, tmp_path / "out", device="cpu")) as client:
+    with studio_client(create_app(random_checkpoint, tmp_path / "out", device="cpu")) as client:
         # 8 pieces with up to 5 retries each: far longer than the wait below if cancelling did not work.
         long_job = client.post("/api/jobs", json=job_request(n=8, retries=5, max_bars=64)).json()
         deadline = time.monotonic() + 20

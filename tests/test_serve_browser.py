@@ -152,9 +152,11 @@ def test_pick_generate_see_and_hear_in_chromium(stopping_checkpoint, browser, tm
         assert job["request"]["continue_from"] == "beginning.abc"
         browser.screenshot(tmp_path / "valid.png")
 
-        # Without a beginning this model (which only wants to end) runs out of its tiny context before its piece is
-        # done: the page must say that the piece is invalid, not pretend.
+        # Without a beginning and without strict decoding this model (which only wants to end) writes no music:
+        # the page must say that the piece is invalid, not pretend.
+        assert browser.script("return document.getElementById('strict').checked") is True  # the server's default
         browser.click("#clear-beginning")
+        browser.click("#strict")
         browser.click("#generate")
         problem = browser.wait_until("const p = document.querySelector('.piece .problem'); return p && p.textContent",
                                      what="the invalid piece")

@@ -9,7 +9,8 @@ from notagen.train.loop import LRSchedule
 from notagen.train.recipe import TrainConfig, build_config, dump_recipe, load_recipe
 
 # DPO recipes have their own schema (tests/test_dpo_recipe.py).
-RECIPES = sorted(p for p in (Path(__file__).parent.parent / "recipes").glob("*/*.yaml") if p.stem != "dpo")
+RECIPES = sorted(p for p in (Path(__file__).parent.parent / "recipes").glob("*/*.yaml")
+                 if not p.stem.startswith("dpo"))
 
 
 def write(tmp_path: Path, text: str) -> Path:

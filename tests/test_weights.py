@@ -189,7 +189,8 @@ def test_serve_menus_offer_the_official_prompts(hub, tmp_path):
 
     from notagen.serve.app import create_app
 
-    with TestClient(create_app("notagen-x", tmp_path / "out", device="cpu", precision="int8")) as client:
+    with TestClient(create_app("notagen-x", tmp_path / "out", device="cpu", precision="int8"),
+                    base_url="http://127.0.0.1") as client:
         assert len(client.get("/api/prompts").json()["prompts"]) == 112
         assert client.get("/api/models").json()["models"][0]["precision"] == "int8"
 

@@ -345,7 +345,23 @@ def judge_text(text: str):
     return judge_abc(body, musicxml, midi)
 
 
-def check_command(file: Path, json: bool = False, strict: bool = True, judges: bool = False) -> int:
+def check_file(path: Path, strict: bool = True, judges: bool = False, tune: int | None = None):
+    """`notagen check` on one file in the current process (`check_command` runs it in a bounded worker): the
+    validity report and, with `judges`, the outside judges' verdict. A file of several tunes needs `tune`."""
+    from notagen.convert import _select_tune, read_text_score
+    from notagen.limits import scan_abc
+
+    path = Path(path)
+    text = _select_tune(path, read_text_score(path), tune)
+    scan_abc(text, str(path))
+    report = check_abc(text, strict=strict)
+    return report, judge_text(text) if judges else None
+
+
+def check_command(file: Path, json: bool = False, strict: bool = True, judges: bool = False,
+                  tune: int | None = None, max_input_mb: float | None = None, max_voices: int | None = None,
+                  max_notes_per_bar: int | None = None, max_seconds: float | None = None,
+                  max_memory_mb: int | None = None) -> int:
     """Check that an ABC file is a valid piece, by the rules the programs musicians use enforce.
 
     Strict (the default): the ABC is well formed (known tokens, ties join equal pitches, slurs, tuplets and grace
@@ -361,26 +377,29 @@ def check_command(file: Path, json: bool = False, strict: bool = True, judges: b
         strict: Apply every rule (--no-strict: only that abc2xml reads it and the voices' bars line up).
         judges: Also ask the programs musicians use: abc2midi and abcm2ps (their warnings), music21 (measures
             that fill their time signatures) and mido (the MIDI file); those not installed are skipped.
+        tune: For ABC files with several X: tunes, which one (1-based); such a file is refused without it.
+        max_input_mb: Refuse a file larger than this (default 20; 0: no bound).
+        max_voices: Refuse a piece with more voices (default 128).
+        max_notes_per_bar: Refuse a piece with more notes in one bar of one voice (default 1024).
+        max_seconds: Stop the check after this many seconds (default 300).
+        max_memory_mb: Stop the check when its process needs more memory than this (default 4096).
+
+    The check runs in a worker process bounded by these limits; hitting one is reported in one line.
 
     Examples:
         notagen check generated.abc
         notagen check piece.abc --json
         notagen check piece.abc --no-strict
         notagen check piece.abc --judges
+        notagen check tunes.abc --tune 3
     """
+    from notagen.limits import cli_limits, run_limited
+
     path = Path(file)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text ({error.reason})") from error
-    except OSError as error:
-        raise InputError(f"{path}: unreadable: {error.strerror or error}") from error
-    if "\x00" in text:
-        raise InputError(f"{path}: binary file, not ABC")
-    report = check_abc(text, strict=strict)
-    verdict = judge_text(text) if judges else None
+    limits = cli_limits(max_input_mb, None, max_voices, max_notes_per_bar, max_seconds, max_memory_mb)
+    report, verdict = run_limited(check_file, path, strict, judges, tune, limits=limits, name=str(path))
     if json:
         extra = {"judges": verdict.to_dict()} if verdict is not None else {}
         print(json_module.dumps({"file": str(path), **report.to_dict(), **extra}, indent=2))

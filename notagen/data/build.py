@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import json
-import multiprocessing
 import os
 import re
 import signal
@@ -44,7 +43,16 @@ from notagen.data.sources import (
     discover_music21_corpus,
 )
 from notagen.errors import ConversionError, InputError, NotaGenError
-from notagen.io import atomic_write_json, atomic_write_text, content_hash
+from notagen.io import atomic_write_json, atomic_write_text, content_hash, remove_stale_temporaries
+from notagen.limits import (
+    DEFAULT_LIMITS,
+    LimitError,
+    Limits,
+    cli_limits,
+    limit_this_process,
+    scan_abc,
+    use_limits,
+)
 
 PIPELINE_VERSION = "3"  # bump when conversion changes make old piece files stale (3: durations verified, melody prints)
 JOURNAL = Path(".build") / "journal.jsonl"
@@ -69,6 +77,8 @@ class BuildOptions:
     max_chars: int | None = None
     keep_unverified: bool = False
     timeout: float = 300.0
+    limits: Limits = DEFAULT_LIMITS
+    """Bounds on each input (size, shape, memory); `timeout` is its wall-time bound."""
 
     def key_part(self) -> str:
         """The options that change a piece's outcome (part of its resume key)."""
@@ -127,16 +137,6 @@ def _merge_tunes_to_musicxml(path: str) -> str:
     return GeneralObjectExporter(score).parse().decode("utf-8")
 
 
-def _utf16_text(path: str) -> str | None:
-    """The text of a UTF-16 MusicXML file (some trecento files), else None; notagen.convert reads UTF-8 only."""
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-        if head not in (b"\xff\xfe", b"\xfe\xff"):
-            return None
-        text = (head + handle.read()).decode("utf-16")
-    return re.sub(r"^\s*<\?xml[^>]*\?>", "<?xml version='1.0' encoding='utf-8'?>", text, count=1)
-
-
 def normalise_for_dedup(interleaved: str) -> str:
     """Interleaved text without names, comments and spacing: two encodings of the same music compare equal."""
     lines = []
@@ -165,10 +165,12 @@ def convert_piece(job: Job, options: BuildOptions) -> tuple[dict[str, Any], dict
         elif job.merge_tunes:
             source_xml = _merge_tunes_to_musicxml(job.path)
         elif job.text is not None:
+            scan_abc(job.text, Path(job.path).name)
             source_xml = abc_tune_to_musicxml(job.text)
         else:
-            utf16 = _utf16_text(job.path) if job.format == "musicxml" else None
-            source_xml = utf16 if utf16 is not None else score_to_musicxml(job.path)
+            source_xml = score_to_musicxml(job.path)
+    except LimitError as error:
+        raise PieceFailure("limit", _strip_path(error, job.path)) from error
     except (NotaGenError, ValueError) as error:
         raise PieceFailure("parse error", f"parse error: {_strip_path(error, job.path)}") from error
     source_events = musicxml_events(source_xml)
@@ -230,7 +232,7 @@ def build_piece(job: Job, options: BuildOptions) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"id": job.piece_id, "source": job.source}
     try:
-        with _deadline(options.timeout):
+        with _deadline(options.timeout), use_limits(options.limits):
             record, piece = convert_piece(job, options)
         result.update(status="ok", record=record, piece=piece)
     except PieceTimeout:
@@ -241,6 +243,9 @@ def build_piece(job: Job, options: BuildOptions) -> dict[str, Any]:
         result.update(status="failed", kind="parse error", reason=f"parse error: {error}")
     except RecursionError:
         result.update(status="failed", kind="parse error", reason="parse error: recursion too deep")
+    except MemoryError:
+        result.update(status="failed", kind="limit",
+                      reason=f"over the {options.limits.max_memory_mb} MB memory limit (--max-memory-mb)")
     except Exception as error:  # noqa: BLE001 - third-party converters raise anything; record it, go on
         message = str(error).splitlines()[0][:200] if str(error) else ""
         result.update(status="failed", kind="parse error", reason=f"parse error: {type(error).__name__}: {message}")
@@ -248,9 +253,10 @@ def build_piece(job: Job, options: BuildOptions) -> dict[str, Any]:
     return result
 
 
-def _worker_init() -> None:
-    # Workers must not fight the parent for Ctrl-C, and numeric libraries must not spawn thread pools each.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _worker_init(limits: Limits = DEFAULT_LIMITS) -> None:
+    # Workers must not fight the parent for Ctrl-C, die with it, are bounded in memory, and numeric libraries must
+    # not spawn thread pools each.
+    limit_this_process(limits)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -312,32 +318,45 @@ def _split_score(group: str, seed: int) -> float:
     return int(hashlib.sha256(f"{seed}/{group}".encode()).hexdigest()[:12], 16) / 16**12
 
 
-def _run_serial(jobs: list[Job], options: BuildOptions) -> Iterator[dict[str, Any]]:
-    for job in jobs:
-        yield build_piece(job, options)
+WATCHDOG_GRACE = 30.0  # seconds past a piece's own deadline before the parent kills its worker
 
 
 def _run_pool(jobs: list[Job], options: BuildOptions, workers: int,
               worker: Callable[[Job, BuildOptions], dict[str, Any]] = build_piece) -> Iterator[dict[str, Any]]:
-    """Results as they finish. At most 2 jobs per worker are in flight; when a worker dies (segfault, OOM kill)
-    the jobs in flight are suspects: each is run again alone, and only the one that kills its worker again is
-    reported as a crash."""
-    context = multiprocessing.get_context("spawn")
+    """Results as they finish, from worker processes bounded by `options.limits` that die with this process.
+
+    At most 2 jobs per worker are in flight. A piece runs out its time in the worker (`_deadline`); a worker stuck
+    past that (in C code an alarm cannot interrupt) is killed by this parent. When a worker dies (segfault, memory
+    limit, the watchdog) the jobs in flight are suspects: each is run again alone, and only the one that kills its
+    worker again is reported, as a crash or a timeout."""
+    from notagen.limits import _worker_context
+
+    context = _worker_context()
     pending = list(reversed(jobs))
     suspects: list[Job] = []
+    patience = options.timeout + WATCHDOG_GRACE if options.timeout else None
     while pending:
         executor = futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                               max_tasks_per_child=200)
+                                               initargs=(options.limits,), max_tasks_per_child=200)
         in_flight: dict[futures.Future[dict[str, Any]], Job] = {}
+        running_since: dict[futures.Future[dict[str, Any]], float] = {}
         broken = False
         try:
             while (pending and not broken) or in_flight:
                 while pending and not broken and len(in_flight) < 2 * workers:
                     job = pending.pop()
                     in_flight[executor.submit(worker, job, options)] = job
-                done, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
+                done, _ = futures.wait(in_flight, timeout=1.0, return_when=futures.FIRST_COMPLETED)
+                now = time.monotonic()
+                for future in in_flight:
+                    if future not in running_since and future.running():
+                        running_since[future] = now
+                if patience is not None and not done and any(now - since > patience
+                                                             for since in running_since.values()):
+                    _kill_workers(executor)   # a worker stuck past its deadline: the pool breaks, suspects rerun
                 for future in done:
                     job = in_flight.pop(future)
+                    running_since.pop(future, None)
                     try:
                         result = future.result()
                     except BrokenProcessPool:
@@ -346,20 +365,37 @@ def _run_pool(jobs: list[Job], options: BuildOptions, workers: int,
                         continue
                     yield result
         finally:
+            if broken or in_flight:   # a dead pool, or this generator closed early (an error, Ctrl-C): no waiting
+                _kill_workers(executor)
             executor.shutdown(wait=True, cancel_futures=True)
     for job in suspects:
         yield _run_alone(job, options, worker, context)
 
 
+def _kill_workers(executor: futures.ProcessPoolExecutor) -> None:
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
+
+
 def _run_alone(job: Job, options: BuildOptions, worker: Callable[[Job, BuildOptions], dict[str, Any]],
                context: Any) -> dict[str, Any]:
     """One job in its own worker process: if that process dies, this job is the cause."""
-    with futures.ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init) as executor:
-        try:
-            return executor.submit(worker, job, options).result()
-        except BrokenProcessPool:
-            return {"id": job.piece_id, "source": job.source, "status": "failed", "kind": "worker crash",
-                    "reason": "worker process died on this piece (crash or out of memory)", "seconds": 0.0}
+    executor = futures.ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init,
+                                           initargs=(options.limits,))
+    failed = {"id": job.piece_id, "source": job.source, "status": "failed", "seconds": 0.0}
+    try:
+        return executor.submit(worker, job, options).result(
+            timeout=options.timeout + WATCHDOG_GRACE if options.timeout else None)
+    except futures.TimeoutError:
+        _kill_workers(executor)
+        return {**failed, "kind": "timeout", "reason": f"timeout after {options.timeout:g} s (worker killed)"}
+    except BrokenProcessPool:
+        return {**failed, "kind": "worker crash",
+                "reason": f"worker process died on this piece (crash, or over the {options.limits.max_memory_mb} MB "
+                          "memory limit)"}
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _piece_path(out: Path, piece_id: str) -> Path:
@@ -392,15 +428,18 @@ def _winners(jobs: list[Job], entries: dict[str, dict[str, Any]], keys: dict[str
 
 
 def _exclude_exact_duplicates(discovery: Discovery) -> list[Job]:
-    """Same input content twice (a copied file, a repeated tune): keep the first in input order."""
-    first: dict[str, Job] = {}
+    """Same input read the same way twice (a copied file, a repeated tune): keep the first in input order. Copies
+    read another way (another extension, so another format) are all converted: the first may fail where a later one
+    builds, and `_winners` then keeps the first copy that converted."""
+    first: dict[tuple[str, str, bool], Job] = {}
     jobs = []
     for job in discovery.jobs:
-        if job.hash in first:
-            discovery.skips.append(Skip(job.source, job.collection, f"duplicate of {first[job.hash].source} "
+        same = (job.hash, job.format, job.merge_tunes)
+        if same in first:
+            discovery.skips.append(Skip(job.source, job.collection, f"duplicate of {first[same].source} "
                                                                     "(same content)"))
             continue
-        first[job.hash] = job
+        first[same] = job
         jobs.append(job)
     return jobs
 
@@ -409,6 +448,8 @@ def _kind_of_skip(skip: Skip) -> str:
     if skip.policy:
         return "excluded"
     reason = skip.reason
+    if "limit" in reason and ("(--max-" in reason or "limit of" in reason):
+        return "limit"
     for prefix, kind in (("duplicate", "duplicate"), ("empty", "empty"), ("too large", "too large"),
                          ("corrupt", "corrupt"), ("binary", "binary"), ("not XML", "not a score"),
                          ("not a score", "not a score"), ("no such", "missing"), ("unreadable", "unreadable"),
@@ -434,6 +475,7 @@ def build_dataset(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     retry_failed: bool = False,
+    limits: Limits | None = None,
 ) -> BuildSummary:
     """Build (or resume) a dataset folder; see `build_command` for the options. Never raises for a bad piece."""
     started = time.perf_counter()
@@ -446,9 +488,11 @@ def build_dataset(
         raise InputError(f"--out is a file, not a folder: {out}")
     user_rules = load_label_rules(labels) if labels else []
     labeller = Labeller(user_rules, builtin_music21=corpus == "music21")
-    options = BuildOptions(max_chars=max_chars, keep_unverified=keep_unverified, timeout=timeout)
+    limits = (limits or DEFAULT_LIMITS).scaled(max_seconds=timeout)
+    options = BuildOptions(max_chars=max_chars, keep_unverified=keep_unverified, timeout=timeout, limits=limits)
 
-    discovery = discover_inputs(list(inputs or []))
+    with use_limits(limits):   # discovery reads each file once (hash, outline): the same bounds hold there
+        discovery = discover_inputs(list(inputs or []))
     if corpus == "music21":
         corpus_part = discover_music21_corpus(include_essen=include_essen)
         discovery.jobs.extend(corpus_part.jobs)
@@ -464,9 +508,7 @@ def build_dataset(
             say(f"{skip.source}: {skip.reason}")
 
     (out / "pieces").mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / "pieces", out / JOURNAL.parent):
-        for stale in folder.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)  # temp files of atomic writes cut short by a kill
+    remove_stale_temporaries(out)  # temp files of atomic writes cut short by a kill
     journal = Journal(out / JOURNAL)
     keys = {job.piece_id: job_key(job, options) for job in jobs}
     try:
@@ -481,8 +523,7 @@ def build_dataset(
         # Largest inputs first: the long pieces start early instead of forming a tail at the end.
         todo.sort(key=lambda j: -(len(j.text) if j.text is not None else _size(j.path)))
         workers = max(1, workers or _available_cores())
-        runner = _run_serial(todo, options) if workers == 1 or len(todo) <= 1 else _run_pool(todo, options,
-                                                                                             workers)
+        runner = _run_pool(todo, options, min(workers, max(1, len(todo))))
         by_id = {job.piece_id: job for job in jobs}
         bar = _progress(len(todo), progress)
         for result in runner:
@@ -795,6 +836,11 @@ def build_command(
     timeout: float = 300.0,
     retry_failed: bool = False,
     progress: bool = True,
+    max_input_mb: float | None = None,
+    max_unpacked_mb: float | None = None,
+    max_voices: int | None = None,
+    max_notes_per_bar: int | None = None,
+    max_memory_mb: int | None = None,
 ) -> int:
     """Build a verified training dataset (interleaved ABC in 15 keys) from scores.
 
@@ -826,6 +872,14 @@ def build_command(
         retry_failed: convert again the pieces that failed in an earlier run (e.g. after a converter fix);
             timeouts and worker crashes are always retried.
         progress: show a progress bar.
+        max_input_mb: refuse an input file larger than this (default 20; 0: no bound).
+        max_unpacked_mb: refuse an .mxl whose archive directory announces more than this unpacked (default 100).
+        max_voices: refuse a piece with more voices (default 128).
+        max_notes_per_bar: refuse a piece with more notes in one bar of one voice or part (default 1024).
+        max_memory_mb: memory bound of each worker process (default 4096); a piece past it fails alone.
+
+    Every piece is converted in a worker process bounded by these limits and --timeout, which dies with the
+    build; a limit hit is reported in one line naming it.
 
     Examples:
         notagen data build --corpus music21 --out data/music21 --workers 2
@@ -839,7 +893,9 @@ def build_command(
     summary = build_dataset(inputs, out, corpus=corpus, labels=labels, workers=workers,
                             include_essen=include_essen, keep_unverified=keep_unverified,
                             eval_fraction=eval_fraction, seed=seed, max_chars=max_chars, timeout=timeout,
-                            progress=progress, retry_failed=retry_failed)
+                            progress=progress, retry_failed=retry_failed,
+                            limits=cli_limits(max_input_mb, max_unpacked_mb, max_voices, max_notes_per_bar,
+                                              timeout, max_memory_mb))
     print(f"built {summary.built} pieces into {summary.out} ({summary.converted_now} converted now, "
           f"{summary.failed} failed, {summary.excluded} excluded by policy, {summary.seconds:.1f} s); "
           f"see {summary.out / 'report.md'}")

@@ -13,6 +13,7 @@ the OpenScore layout (`notagen.data.repositories`) add labels from their metadat
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import zipfile
@@ -22,12 +23,13 @@ from pathlib import Path
 from unidecode import unidecode
 
 from notagen.abc.text import is_comment_line
+from notagen.convert import decode_text
 from notagen.data.movements import Outline, score_outline
 from notagen.errors import NotaGenError
 from notagen.io import content_hash
+from notagen.limits import LimitError, check_archive, check_input_size
 
 SCORE_SUFFIXES = {".xml": "musicxml", ".musicxml": "musicxml", ".mxl": "mxl", ".abc": "abc", ".krn": "krn"}
-MAX_FILE_BYTES = 20 * 1024 * 1024  # a score file larger than this is almost surely not one piece of music
 
 USER_LICENCE = "unknown (user input: check the source's terms)"
 CORPUS_LICENCE = ("music21 corpus: encodings distributed with permission (music21/corpus/license.txt); "
@@ -188,21 +190,22 @@ def _preflight(path: Path, data: bytes, fmt: str) -> str | None:
             return "corrupt .mxl: not a zip archive"
         try:
             with zipfile.ZipFile(path) as archive:
+                check_archive(archive, path.name)   # before testzip inflates anything
                 bad = archive.testzip()
+        except LimitError as error:
+            return str(error).removeprefix(f"{path.name}: ")
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             return f"corrupt .mxl: {error}"
         if bad is not None:
             return f"corrupt .mxl: bad member {bad}"
         return None
-    head = data[:65536]
-    if fmt == "musicxml" and head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        head = head.decode("utf-16", errors="replace").encode("utf-8")  # UTF-16 XML (some trecento files)
-    if b"\x00" in head:
+    head = decode_text(data[:65536])   # the one text reader: UTF-16 XML (some trecento files) reads as text
+    if "\x00" in head:
         return "binary file, not a text score"
     if fmt == "musicxml":
-        if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        if not head.lstrip("\ufeff \t\r\n").startswith("<"):
             return "not XML (does not start with '<')"
-        if b"score-partwise" not in head and b"score-timewise" not in head:
+        if "score-partwise" not in head and "score-timewise" not in head:
             return "not a score (no <score-partwise> or <score-timewise> element)"
     return None
 
@@ -238,12 +241,11 @@ def jobs_for_file(path: Path, rel: str, collection: str, licence: str, out: Disc
         out.skips.append(Skip(source, collection, f"unsupported file type '{path.suffix or path.name}'"))
         return [], None
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            out.skips.append(Skip(source, collection, f"too large ({size / 2**20:.1f} MB > "
-                                                      f"{MAX_FILE_BYTES // 2**20} MB cap)"))
-            return [], None
+        check_input_size(path.stat().st_size, path.name)
         data = path.read_bytes()
+    except LimitError as error:
+        out.skips.append(Skip(source, collection, str(error).removeprefix(f"{path.name}: ")))
+        return [], None
     except OSError as error:
         out.skips.append(Skip(source, collection, f"unreadable: {error.strerror or error}"))
         return [], None
@@ -271,11 +273,7 @@ def jobs_for_file(path: Path, rel: str, collection: str, licence: str, out: Disc
         return [whole], None
     if fmt != "abc" or merge_tunes:
         return [whole], None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    header, tunes = split_abc_tunes(text)
+    header, tunes = split_abc_tunes(decode_text(data))
     if len(tunes) <= 1:
         # A single tune (with or without X:) is still ABC; let the converter judge it.
         return [whole], None
@@ -295,6 +293,43 @@ def _with_provenance(jobs: list[Job], top: Path | None, commit: str | None, orig
     repository = public_url(origin) or str(top)
     return [replace(job, repository=repository, commit=commit,
                     repo_path=Path(job.path).resolve().relative_to(top.resolve()).as_posix()) for job in jobs]
+
+
+def _walk(root: Path, out: Discovery) -> list[Path]:
+    """The score files under a folder, sorted; every other entry is a skip with its reason: links to folders are
+    not followed (a link loop would never end), hidden entries, other file types (`.mid`: MIDI has no notation to
+    learn from) and unreadable folders are reported (other file types as excluded, not as failures)."""
+    collection = root.resolve().name or "inputs"
+    files: list[Path] = []
+    problems: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=problems.append):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            entry = here / name
+            if entry.is_symlink():
+                out.skips.append(Skip(str(entry), collection, "link to a folder, not followed"))
+                dirnames.remove(name)
+            elif name.startswith("."):
+                out.skips.append(Skip(str(entry), collection, "hidden folder, not read", policy=True))
+                dirnames.remove(name)
+        for name in filenames:
+            entry = here / name
+            if name.startswith("."):
+                out.skips.append(Skip(str(entry), collection, "hidden file, not read", policy=True))
+            elif not entry.is_file():
+                out.skips.append(Skip(str(entry), collection, "unreadable: a broken link or not a regular file"))
+            elif entry.suffix.lower() in (".mid", ".midi"):
+                out.skips.append(Skip(str(entry), collection, "unsupported file type: MIDI has no notation to build "
+                                                              "from", policy=True))
+            elif entry.suffix.lower() not in SCORE_SUFFIXES:
+                out.skips.append(Skip(str(entry), collection, f"unsupported file type '{entry.suffix or name}'",
+                                      policy=True))
+            else:
+                files.append(entry)
+    for error in problems:
+        out.skips.append(Skip(str(error.filename or root), collection,
+                              f"unreadable folder: {error.strerror or error}"))
+    return sorted(files)
 
 
 def discover_inputs(inputs: list[str | Path]) -> Discovery:
@@ -318,15 +353,9 @@ def discover_inputs(inputs: list[str | Path]) -> Discovery:
             out.jobs.extend(found.jobs)
             out.skips.extend(found.skips)
             continue
-        try:
-            files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-        except OSError as error:
-            out.skips.append(Skip(str(root), root.name, f"unreadable folder: {error.strerror or error}"))
-            continue
+        files = _walk(root, out)
         provenance = git_provenance(root)
         for path in files:
-            if path.suffix.lower() not in SCORE_SUFFIXES:
-                continue  # a folder may hold anything; only score files are inputs
             jobs, _ = jobs_for_file(path, path.relative_to(root).as_posix(), root.resolve().name or "inputs",
                                      USER_LICENCE, out)
             out.jobs.extend(_with_provenance(jobs, *provenance))

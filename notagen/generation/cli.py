@@ -101,7 +101,7 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
             --instrumentation Keyboard
     """
     from notagen import weights
-    from notagen.generation.continuation import continuation_text, with_prompt
+    from notagen.generation.continuation import continuation_context, with_prompt
     from notagen.generation.engine import GenerationEngine, GenerationLimits, PieceRequest
     from notagen.generation.output import model_summary, piece_manifest, piece_name, write_piece
     from notagen.generation.postprocess import generate_checked
@@ -121,7 +121,8 @@ def generate_command(period: str | None = None, composer: str | None = None, ins
         print("notagen: warning: this model has no prompt registry; the prompt is used unchecked", file=sys.stderr)
     context = prompt_context(prompt)
     if continue_from is not None:
-        context = with_prompt(prompt, continuation_text(continue_from, remaining=max_bars))
+        context = with_prompt(prompt, continuation_context(continue_from, remaining=max_bars,
+                                                           max_lines=loaded.model.config.patch_length))
     requests = [PieceRequest(context=context, seed=seed + i) for i in range(n)]
     engine = GenerationEngine(loaded.model)
     printer = _ProgressPrinter()

@@ -140,6 +140,10 @@ def rewindow(text: str, cut_index: int | None, patchilizer: Patchilizer
 
     Keeps the metadata and the last `cut_index` body lines (cut_index = half the body lines when None), dropping
     more lines while the window would leave no room for two more patches. None when not even one line fits.
+
+    The most lines that fit is found by bisection: a window's patch count grows with the lines it keeps, and every
+    line takes at least one patch, so at most `patch_length` lines are ever encoded, about log2(patch_length)
+    times: the cost does not grow with the length of the piece beyond splitting its text into lines.
     """
     metadata, body = body_lines_of(text)
     if not body:
@@ -147,13 +151,24 @@ def rewindow(text: str, cut_index: int | None, patchilizer: Patchilizer
     if cut_index is None:
         cut_index = max(1, len(body) // 2)
     limit = patchilizer.patch_length - 2
-    for keep in range(min(cut_index, len(body)), 0, -1):
+
+    def encoded(keep: int) -> tuple[list[list[int]], list[int]]:
         window = "".join(metadata + body[-keep:])
-        full, prefix = close_finished_line(*split_context(patchilizer.encode_generate(window),
-                                                          patchilizer.patch_size), window, patchilizer.patch_size)
-        if len(full) <= limit:
-            return full, prefix, cut_index
-    return None
+        return close_finished_line(*split_context(patchilizer.encode_generate(window), patchilizer.patch_size),
+                                   window, patchilizer.patch_size)
+
+    low, high = 0, min(cut_index, len(body), limit)   # invariant: `low` lines fit (0 trivially), `high + 1` don't
+    best: tuple[list[list[int]], list[int]] | None = None
+    while low < high:
+        middle = (low + high + 1) // 2
+        window = encoded(middle)
+        if len(window[0]) <= limit:
+            low, best = middle, window
+        else:
+            high = middle - 1
+    if best is None:   # not even one line fits
+        return None
+    return best[0], best[1], cut_index
 
 
 def close_finished_line(full: list[list[int]], prefix: list[int], text: str, patch_size: int

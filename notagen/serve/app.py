@@ -3,6 +3,15 @@
 `create_app` loads the model once; a `JobManager` runs generation jobs on a bounded pool of worker threads that
 share it. Results are written under `OUTPUT/jobs/<job id>/` and served only from there: every file name is
 resolved and checked to lie inside the job's folder, so `../`, encoded variants and absolute paths get a 404.
+
+Hostile clients (`StudioGuard`, in front of everything): a request whose `Host` is not an allowed name (loopback by
+default: DNS rebinding) gets 421; a state-changing request (POST, PUT, PATCH, DELETE) needs a JSON content type or
+the `X-Notagen-Studio` header (a header a cross-site page cannot send without a preflight this server never allows)
+and, when the browser sends an `Origin`, the studio's own; every body is counted as it arrives, whatever the
+transfer encoding (chunked included), and cut off with 413 past its bound. An uploaded beginning is converted in a
+worker process bounded by `notagen.limits.Limits` (the server process never parses a user's file), at most
+`CONVERSIONS` at a time; a limit hit gives 413 naming it. Malformed or wrongly typed JSON (nesting, `true` for a
+number) gives 400/422; responses never show absolute paths.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +34,9 @@ from starlette.datastructures import UploadFile
 from notagen import __version__
 from notagen.errors import NotaGenError
 from notagen.formats import MEDIA_TYPES, SCORE_INPUTS, describe
-from notagen.generation.continuation import continuation_text, with_prompt
+from notagen.generation.continuation import continuation_context, with_prompt
 from notagen.generation.sampling import SamplingSettings
+from notagen.limits import DEFAULT_LIMITS, LimitError, Limits
 from notagen.prompt import prompt_context, resolve_prompt
 from notagen.serve.jobs import JobManager, QueueFullError
 from notagen.serve.runner import PieceRunner
@@ -36,6 +47,11 @@ UPLOAD_SUFFIXES = tuple(SCORE_INPUTS)
 MAX_PIECES = 8
 MAX_BARS = 1024
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the JSON request field, on top of the file itself
+MAX_BODY_BYTES = 64 * 1024  # any other request's body (a JSON job request is far smaller)
+STUDIO_HEADER = "X-Notagen-Studio"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CONVERSIONS = 2  # uploads converted at the same time (each in its own bounded worker process)
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 # -- request schema -------------------------------------------------------------------------------------------
@@ -44,7 +60,7 @@ FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the JSON request field, on
 class PromptIn(BaseModel):
     """A (period, composer, instrumentation) prompt; fields left out match anything if one entry remains."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     period: str | None = Field(None, max_length=200, examples=["Romantic"])
     composer: str | None = Field(None, max_length=200, examples=["Chopin, Frederic"])
     instrumentation: str | None = Field(None, max_length=200, examples=["Keyboard"])
@@ -53,7 +69,7 @@ class PromptIn(BaseModel):
 class SamplingIn(BaseModel):
     """How characters are drawn (the official settings by default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     temperature: float = Field(SamplingSettings.temperature, ge=0, le=10)
     top_k: int = Field(SamplingSettings.top_k, ge=0, le=128, description="0 keeps all characters; 1 is greedy")
     top_p: float = Field(SamplingSettings.top_p, gt=0, le=1)
@@ -66,7 +82,7 @@ class JobRequest(BaseModel):
     """A generation job. As multipart/form-data, send this JSON in a `request` field and the beginning to
     continue (ABC, MusicXML or MIDI) in a `file` field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     prompt: PromptIn | None = Field(None, description="null: unconditional")
     sampling: SamplingIn = Field(default_factory=SamplingIn)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the first piece; piece i uses seed + i")
@@ -90,6 +106,90 @@ def _validation_message(error: ValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _host_name(value: str) -> str:
+    """`Host`/`Origin` authority → the host name alone, lower case (`[::1]:8000` → `::1`)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class StudioGuard:
+    """ASGI middleware: allowed `Host` names, same-origin state changes, bounded bodies (see the module docstring)."""
+
+    def __init__(self, app: Any, allowed_hosts: list[str], body_limit: Any) -> None:
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.allowed = {_host_name(host) for host in allowed_hosts}
+        self.body_limit = body_limit   # (method, path, media type) → bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+        host = headers.get("host", "")
+        if not self.any_host and _host_name(host) not in self.allowed:
+            await _refuse(send, 421, f"host {host[:100]!r} is not served here (allowed: {sorted(self.allowed)})")
+            return
+        method = scope["method"]
+        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if method in STATE_CHANGING:
+            origin = headers.get("origin")
+            if origin is not None and origin.split("://", 1)[-1].rstrip("/").lower() != host.lower():
+                await _refuse(send, 403, f"cross-origin request from {origin[:100]!r} refused")
+                return
+            if media != "application/json" and STUDIO_HEADER.lower() not in headers:
+                await _refuse(send, 403, f"send JSON (application/json) or the {STUDIO_HEADER} header")
+                return
+        limit = self.body_limit(method, scope["path"], media)
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _refuse(send, 413, f"request body too large: {length[:20]} bytes (limit {limit})")
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def watched_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLarge:
+            if not started:
+                await _refuse(send, 413, f"request body too large (limit {limit} bytes)")
+
+
+async def _refuse(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _public_source(source: Any) -> Any:
+    """A model's source without the folders above it (responses never show absolute paths)."""
+    if isinstance(source, str) and (source.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", source)):
+        return Path(source).name
+    return source
+
+
 def _safe_upload_name(name: str | None) -> str:
     base = re.split(r"[\\/]", name or "")[-1]
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")[-80:]
@@ -101,12 +201,17 @@ def _safe_upload_name(name: str | None) -> str:
 
 def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1, queue_size: int = 16,
                max_upload_bytes: int = 2_000_000, device: str = "auto",
-               max_piece_seconds: float = 600.0, precision: str = "fp32") -> FastAPI:
+               max_piece_seconds: float = 600.0, precision: str = "fp32",
+               allowed_hosts: list[str] | None = None, limits: Limits | None = None) -> FastAPI:
     """The studio app: loads `checkpoint` once (CheckpointError, one line, when there is none or it is bad).
 
     Jobs run on `workers` threads; at most `queue_size` wait (more → 429). Uploads above `max_upload_bytes` → 413.
-    Every piece stops after `max_piece_seconds`, whatever the request asks.
+    Every piece stops after `max_piece_seconds`, whatever the request asks. Requests must name one of
+    `allowed_hosts` in their `Host` header (default: loopback names; "*" allows any). Uploads are converted under
+    `limits` (default `notagen.limits.DEFAULT_LIMITS`).
     """
+    limits = limits or DEFAULT_LIMITS
+    conversions = threading.BoundedSemaphore(CONVERSIONS)
     output_dir = Path(output_dir)
     chosen_device = pick_device(device)
     loaded = open_checkpoint(checkpoint, device=chosen_device, precision=precision)  # type: ignore[arg-type]
@@ -132,15 +237,11 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
     app.state.runner = runner
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.middleware("http")
-    async def limit_upload_size(request: Request, call_next):
-        # Refuse a body that announces itself too large before the multipart parser spools it to disk.
-        if request.method == "POST" and request.url.path == "/api/jobs":
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > max_upload_bytes + FORM_OVERHEAD:
-                return JSONResponse({"detail": f"upload too large: {int(length)} bytes "
-                                               f"(limit {max_upload_bytes})"}, status_code=413)
-        return await call_next(request)
+    def body_limit(method: str, path: str, media: str) -> int:
+        upload = (method, path, media) == ("POST", "/api/jobs", "multipart/form-data")
+        return max_upload_bytes + FORM_OVERHEAD if upload else MAX_BODY_BYTES
+
+    app.add_middleware(StudioGuard, allowed_hosts=list(allowed_hosts or LOOPBACK_HOSTS), body_limit=body_limit)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -153,13 +254,14 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
     @app.get("/api/health", tags=["studio"])
     def health() -> dict[str, Any]:
         """Is the server up, which model does it serve, how busy is it."""
-        return {"status": "ok", "version": __version__, "model": runner.model_info["source"],
+        return {"status": "ok", "version": __version__, "model": _public_source(runner.model_info["source"]),
                 "device": chosen_device, "jobs": manager.counts()}
 
     @app.get("/api/models", tags=["studio"])
     def models() -> dict[str, Any]:
         """The loaded model (one per server): source, size, configuration, prompt registry size."""
-        return {"models": [{"id": "default", **runner.model_info, "prompts": len(registry),
+        info = {**runner.model_info, "source": _public_source(runner.model_info["source"])}
+        return {"models": [{"id": "default", **info, "prompts": len(registry),
                             "unconditional_only": not registry}]}
 
     @app.get("/api/prompts", tags=["studio"])
@@ -204,6 +306,8 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
             body = JobRequest.model_validate(json.loads(raw))
         except json.JSONDecodeError as error:
             raise HTTPException(400, f"request is not JSON: {error}") from error
+        except RecursionError as error:
+            raise HTTPException(400, "request is not JSON this server reads: nested too deeply") from error
         except ValidationError as error:
             raise HTTPException(422, _validation_message(error)) from error
         given = body.prompt or PromptIn()
@@ -224,7 +328,14 @@ def create_app(checkpoint: str | Path | None, output_dir: Path, workers: int = 1
                 raise HTTPException(413, f"{upload_name}: upload too large (limit {max_upload_bytes} bytes)")
             if not upload_bytes.strip():
                 raise HTTPException(400, f"{upload_name}: the file is empty")
-            beginning = await run_in_threadpool(_read_beginning, upload_name, upload_bytes, body.max_bars)
+            if not conversions.acquire(blocking=False):
+                return JSONResponse({"detail": f"{CONVERSIONS} uploads are being converted; retry later"},
+                                    status_code=429, headers={"Retry-After": "2"})
+            try:
+                beginning = await run_in_threadpool(_read_beginning, upload_name, upload_bytes, body.max_bars,
+                                                    limits, loaded.model.config.patch_length)
+            finally:
+                conversions.release()
             context = with_prompt(prompt, beginning)
         max_seconds = min(body.max_seconds or max_piece_seconds, max_piece_seconds)
         spec = {"prompt": prompt and prompt.to_dict(), "sampling": body.sampling.model_dump(), "seed": body.seed,
@@ -312,18 +423,19 @@ def _inside(base: Path, name: str) -> Path | None:
     return target
 
 
-def _read_beginning(name: str, data: bytes, remaining: int | None) -> str:
-    """An uploaded score → the continuation context; a 400 with the converter's one-line reason if malformed."""
+def _read_beginning(name: str, data: bytes, remaining: int | None, limits: Limits, max_lines: int) -> str:
+    """An uploaded score → the continuation context, converted in a bounded worker process; 413 naming the limit
+    when one is hit, 400 with the converter's one-line reason when the file is malformed."""
     with tempfile.TemporaryDirectory(prefix="notagen-upload-") as folder:
         path = Path(folder) / name
         path.write_bytes(data)
         try:
-            return continuation_text(path, remaining=remaining)
+            return continuation_context(path, remaining=remaining, max_lines=max_lines, limits=limits)
         except NotaGenError as error:
             # Name the user's file, not our temporary folders (the MIDI reader makes one of its own).
             message = str(error).replace(str(path), name).replace(folder + "/", "")
             message = re.sub(r"\S*notagen-(?:upload|midi)-[^/\s]*/", "", message)
-            raise HTTPException(400, " ".join(message.split())) from error
+            raise HTTPException(413 if isinstance(error, LimitError) else 400, " ".join(message.split())) from error
 
 
 __all__ = ["create_app", "JobRequest", "PromptIn", "SamplingIn"]

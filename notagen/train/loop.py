@@ -42,7 +42,7 @@ from notagen.checkpoint import LM_HEAD_KEY, native_state_dict, save_checkpoint
 from notagen.config import ModelConfig
 from notagen.data.dataset import ScoreDataset, draw_key
 from notagen.errors import ConfigError, InputError
-from notagen.io import append_jsonl, atomic_write_text
+from notagen.io import append_jsonl, atomic_write_text, remove_stale_temporaries
 from notagen.model import NotaGenModel, char_subset, target_char_counts
 from notagen.patchilizer import Patchilizer
 from notagen.prompt import Prompt
@@ -249,6 +249,7 @@ class Trainer:
             self._load_state(state)
         if self.rt.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)  # what a kill during a save left behind
             atomic_write_text(self.run_dir / "recipe.yaml", dump_recipe(config))
             trim_metrics(self.run_dir / METRICS_FILE, self.step)
         self._tensorboard = self._open_tensorboard()

@@ -17,6 +17,10 @@ function el(tag, attrs = {}, text = null) {
 }
 
 async function api(path, options = {}) {
+  // State changes carry the studio's header: a page on another site cannot send it (the server refuses them).
+  if (options.method && options.method !== "GET") {
+    options = { ...options, headers: { ...(options.headers || {}), "X-Notagen-Studio": "1" } };
+  }
   const response = await fetch(path, options);
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
@@ -97,7 +101,8 @@ function jobRequest() {
     instrumentation: $("instrumentation").value || null } : null;
   return {
     prompt,
-    sampling: { temperature: numberOf("temperature"), top_k: numberOf("top_k"), top_p: numberOf("top_p") },
+    sampling: { temperature: numberOf("temperature"), top_k: numberOf("top_k"), top_p: numberOf("top_p"),
+      strict: $("strict").checked },
     seed: numberOf("seed"), n: numberOf("n"), max_bars: numberOf("max_bars"), retries: numberOf("retries"),
   };
 }
@@ -192,6 +197,7 @@ async function loadDefaults() {
   const spec = await api("/openapi.json");
   const fields = spec.components.schemas.SamplingIn.properties;
   for (const id of ["temperature", "top_k", "top_p"]) $(id).value = fields[id].default;
+  $("strict").checked = fields.strict.default;
 }
 
 function showResults(job) {
