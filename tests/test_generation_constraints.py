@@ -157,3 +157,13 @@ def test_score_lines_put_at_most_four_voices_on_a_staff():
     assert not score_line_ok("%%score ( 1 2 3 4 5 )", complete=True)     # abcm2ps: "Too many voices per staff"
     assert not score_line_ok("%%score { ( 1 2 3 4 5", complete=False)
     assert score_line_ok("%%score { ( 1 2 ) ( 3 4 5 6", complete=False)
+
+
+def test_part_names_come_from_the_known_names():
+    header = PIECE[len(PROMPT):PIECE.index('V:1 treble nm="')]
+    decoder = feed(header + 'V:1 treble nm="Vi')
+    assert allowed(decoder, "oQz2 ") == {"o"}                             # Violin, Viola, Violoncello
+    decoder = feed(header + 'V:1 treble nm="Viol')
+    assert allowed(decoder, 'aioe"z ') == {"a", "i", "o"}                  # Viola, Violin, Violoncello
+    decoder = feed(header + 'V:1 treble nm="Violin')
+    assert allowed(decoder, '" 2x') == {'"', " "}                         # Violin, Violin 1 / 2 / I / II

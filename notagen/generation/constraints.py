@@ -75,8 +75,21 @@ MAX_VOICES = 12  # abc2midi gives each voice a MIDI channel (15 besides drums)
 MAX_HEADER_LINES = 40
 MAX_CHORD = 5
 MAX_GRACE = 4
-NAME = r'[A-Za-z0-9 .,\'()#&+\-/]{0,40}'
-SHORT_NAME = r'[A-Za-z0-9 .,\'()#&+\-/]{0,20}'
+# Part names a voice may take: the names scores in the training collections use most, and the instruments that
+# `notagen.instruments` knows. A free-text name let a small model write junk such as `nm="Vnolin 2 z2 )"`, which
+# notation programs then print over the staff and cannot map to an instrument.
+PART_NAMES = (
+    "Soprano", "Soprano 1", "Soprano 2", "Mezzo-soprano", "Alto", "Alto 1", "Alto 2", "Tenor", "Tenor 1", "Tenor 2",
+    "Baritone", "Bass", "Bass 1", "Bass 2", "Voice", "Cantus", "Altus", "Quinto", "Contratenor", "Choir",
+    "Piano", "Pianoforte", "Organ", "Harpsichord", "Continuo", "Guitar", "Lute", "Harp",
+    "Violin", "Violin 1", "Violin 2", "Violin I", "Violin II", "Viola", "Violoncello", "Cello", "Contrabass",
+    "Flute", "Oboe", "Clarinet", "Bassoon", "Horn", "Horn 1", "Horn 2", "Trumpet", "Trumpet 1", "Trumpet 2",
+    "Trombone", "Timpani",
+)
+SHORT_PART_NAMES = ("S.", "A.", "T.", "B.", "S", "A", "T", "B", "Bar.", "Vo.", "Pno.", "Org.", "Vln.", "Vln. I",
+                    "Vln. II", "Vla.", "Vc.", "Cb.", "Fl.", "Ob.", "Cl.", "Bsn.", "Hn.", "Tpt.", "Tbn.", "Timp.")
+NAME = "(?:" + "|".join(re.escape(name) for name in sorted(PART_NAMES, key=len, reverse=True)) + ")"
+SHORT_NAME = "(?:" + "|".join(re.escape(name) for name in sorted(SHORT_PART_NAMES, key=len, reverse=True)) + ")"
 CLEF = r"(?:treble|bass|alto|tenor)(?:-8)?"
 
 

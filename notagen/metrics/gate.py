@@ -1,0 +1,49 @@
+"""Which prompts earn their place in a model's registry: judged on a `notagen eval` report of its pieces.
+
+A prompt is kept when, over its generated pieces, the period and instrumentation probes (linear probes on the
+encoder's features, trained on the real reference) give its own label to at least `min_probe` of them, the
+music-theory report finds the prompt's instrumentation in at least `min_fit` of them, and every one is strict-valid.
+The composer probe is recorded but does not decide: real held-out pieces of one period and instrumentation are often
+told apart no better by it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from notagen.prompt import Prompt
+
+DECIDING_PROBES = ("period", "instrumentation")
+
+
+def decisions(report: dict[str, Any], min_probe: float, min_fit: float) -> dict[str, dict[str, Any]]:
+    """Per prompt key: the numbers and whether the prompt is kept (with the reasons when it is not)."""
+    probes = report.get("label_accuracy", {})
+    theory = report.get("theory", {}).get("prompts", {})
+    valid: dict[str, list[bool]] = {}
+    for piece in report.get("per_piece", []):
+        prompt = Prompt.of(piece.get("prompt"))
+        if prompt is not None:
+            valid.setdefault(str(prompt), []).append(bool(piece.get("valid")))
+    out = {}
+    for key, flags in valid.items():
+        row: dict[str, Any] = {"n": len(flags), "valid": sum(flags) / len(flags)}
+        reasons = []
+        for label in (*DECIDING_PROBES, "composer"):
+            value = probes.get(label, {}).get("per_prompt", {}).get(key, {}).get("la")
+            row[f"probe_{label}"] = value
+            if label in DECIDING_PROBES and (value is None or value < min_probe):
+                reasons.append(f"{label} probe {value if value is None else round(value, 2)} < {min_probe}")
+        fit = theory.get(key, {}).get("generated", {}).get("metrics", {}).get("instrumentation_fit", {}).get("mean")
+        row["instrumentation_fit"] = fit
+        if fit is None or fit < min_fit:
+            reasons.append(f"instrumentation fit {fit if fit is None else round(fit, 2)} < {min_fit}")
+        if row["valid"] < 1:
+            reasons.append(f"strict-valid {row['valid']:.2f} < 1")
+        row["kept"] = not reasons
+        row["reasons"] = reasons
+        out[key] = row
+    return out
+
+
+__all__ = ["DECIDING_PROBES", "decisions"]

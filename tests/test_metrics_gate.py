@@ -1,0 +1,32 @@
+"""The prompt gate: a prompt stays in the registry only when its pieces are recognisably its style."""
+
+from notagen.metrics.gate import decisions
+
+KEEP = "Baroque | Bach, Johann Sebastian | Choral"
+DROP = "Classical | Haydn, Joseph | Chamber"
+
+
+def report(instrumentation_probe: float, fit: float, valid: bool = True) -> dict:
+    def per(value_keep: float, value_drop: float) -> dict:
+        return {"per_prompt": {KEEP: {"la": value_keep, "n": 2}, DROP: {"la": value_drop, "n": 2}}}
+
+    prompts = {key: {"period": key.split(" | ")[0], "composer": key.split(" | ")[1],
+                     "instrumentation": key.split(" | ")[2]} for key in (KEEP, DROP)}
+    return {
+        "label_accuracy": {"period": per(1.0, 0.9), "instrumentation": per(1.0, instrumentation_probe),
+                           "composer": per(0.5, 0.0)},
+        "theory": {"prompts": {KEEP: {"generated": {"metrics": {"instrumentation_fit": {"mean": 1.0}}}},
+                               DROP: {"generated": {"metrics": {"instrumentation_fit": {"mean": fit}}}}}},
+        "per_piece": [{"prompt": prompts[KEEP], "valid": True}, {"prompt": prompts[KEEP], "valid": True},
+                      {"prompt": prompts[DROP], "valid": True}, {"prompt": prompts[DROP], "valid": valid}],
+    }
+
+
+def test_each_condition_can_drop_a_prompt_and_the_composer_probe_does_not():
+    rows = decisions(report(0.9, 0.9), 0.8, 0.8)
+    assert rows[KEEP]["kept"] and rows[DROP]["kept"]             # composer probes 0.5 / 0.0 do not decide
+    assert not decisions(report(0.5, 0.9), 0.8, 0.8)[DROP]["kept"]
+    assert not decisions(report(0.9, 0.0), 0.8, 0.8)[DROP]["kept"]  # SATB written for a string quartet prompt
+    dropped = decisions(report(0.9, 0.9, valid=False), 0.8, 0.8)[DROP]
+    assert not dropped["kept"] and dropped["valid"] == 0.5 and "strict-valid" in dropped["reasons"][0]
+    assert decisions(report(0.9, 0.9), 0.8, 0.8)[KEEP]["n"] == 2
