@@ -178,6 +178,10 @@ def test_rewindow_keeps_metadata_and_last_half_of_the_lines():
     full, prefix, cut = rewindow(text, 5, tight)
     assert cut == 5 and len(full) <= 10
     assert rewindow("L:1/8\n", None, patchilizer) is None
+    # A voice's unit the model has already ended (its EOS written, the next unit's barline not yet) stays ended:
+    # the window closes it, so the next patch starts the next unit (strict decoding has seen it end).
+    full, prefix, _ = rewindow(text, None, patchilizer, unit_closed=True)
+    assert prefix == [] and full[-1][:16] == [ord(c) for c in "[r:10/0][V:1]ab"] + [EOS_ID]
 
 
 def _rewindow_by_scan(text, cut_index, patchilizer):

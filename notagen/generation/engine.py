@@ -134,7 +134,7 @@ def split_context(encoded: list[list[int]], patch_size: int) -> tuple[list[list[
     return encoded, []
 
 
-def rewindow(text: str, cut_index: int | None, patchilizer: Patchilizer
+def rewindow(text: str, cut_index: int | None, patchilizer: Patchilizer, unit_closed: bool = False
              ) -> tuple[list[list[int]], list[int], int] | None:
     """Re-window a context that has reached `patch_length`: (full patches, forced prefix, cut_index) or None.
 
@@ -155,7 +155,7 @@ def rewindow(text: str, cut_index: int | None, patchilizer: Patchilizer
     def encoded(keep: int) -> tuple[list[list[int]], list[int]]:
         window = "".join(metadata + body[-keep:])
         return close_finished_line(*split_context(patchilizer.encode_generate(window), patchilizer.patch_size),
-                                   window, patchilizer.patch_size)
+                                   window, patchilizer.patch_size, unit_closed)
 
     low, high = 0, min(cut_index, len(body), limit)   # invariant: `low` lines fit (0 trivially), `high + 1` don't
     best: tuple[list[list[int]], list[int]] | None = None
@@ -171,11 +171,13 @@ def rewindow(text: str, cut_index: int | None, patchilizer: Patchilizer
     return best[0], best[1], cut_index
 
 
-def close_finished_line(full: list[list[int]], prefix: list[int], text: str, patch_size: int
-                        ) -> tuple[list[list[int]], list[int]]:
-    """A context that ends with complete lines: close its last unit as training data does (EOS, padding) instead
-    of leaving it as a forced prefix the model would extend, so the next patch starts a new line."""
-    if prefix and text.endswith("\n"):
+def close_finished_line(full: list[list[int]], prefix: list[int], text: str, patch_size: int,
+                        unit_closed: bool = False) -> tuple[list[list[int]], list[int]]:
+    """A context that ends with complete lines, or (`unit_closed`) with a unit the model has already ended with
+    its EOS: close its last unit as training data does (EOS, padding) instead of leaving it as a forced prefix the
+    model would extend, so the next patch starts a new line or unit. (Re-windowing right after a voice's unit ended
+    once reopened that unit, and strict decoding, which had seen it end, found no character to write.)"""
+    if prefix and (text.endswith("\n") or unit_closed):
         return full + [prefix + [EOS_ID] + [0] * (patch_size - len(prefix) - 1)], []
     return full, prefix
 
@@ -317,7 +319,8 @@ class PieceState:
 
     def rewindow(self) -> list[list[int]] | None:
         """New context after an overflow (None: stopped, nothing fits)."""
-        window = rewindow(self.text, self.cut_index, self.patchilizer)
+        unit_closed = bool(self.chars) and self.chars[-1] == EOS_ID
+        window = rewindow(self.text, self.cut_index, self.patchilizer, unit_closed)
         if window is None:
             self.stop("context_full")
             return None
