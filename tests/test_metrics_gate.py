@@ -10,15 +10,13 @@ def report(instrumentation_probe: float, fit: float, valid: bool = True) -> dict
     def per(value_keep: float, value_drop: float) -> dict:
         return {"per_prompt": {KEEP: {"la": value_keep, "n": 2}, DROP: {"la": value_drop, "n": 2}}}
 
-    prompts = {key: {"period": key.split(" | ")[0], "composer": key.split(" | ")[1],
-                     "instrumentation": key.split(" | ")[2]} for key in (KEEP, DROP)}
     return {
         "label_accuracy": {"period": per(1.0, 0.9), "instrumentation": per(1.0, instrumentation_probe),
                            "composer": per(0.5, 0.0)},
         "theory": {"prompts": {KEEP: {"generated": {"metrics": {"instrumentation_fit": {"mean": 1.0}}}},
                                DROP: {"generated": {"metrics": {"instrumentation_fit": {"mean": fit}}}}}},
-        "per_piece": [{"prompt": prompts[KEEP], "valid": True}, {"prompt": prompts[KEEP], "valid": True},
-                      {"prompt": prompts[DROP], "valid": True}, {"prompt": prompts[DROP], "valid": valid}],
+        "per_piece": [{"prompt": KEEP, "valid": True}, {"prompt": KEEP, "valid": True},
+                      {"prompt": DROP, "valid": True}, {"prompt": DROP, "valid": valid}],
     }
 
 
@@ -30,3 +28,9 @@ def test_each_condition_can_drop_a_prompt_and_the_composer_probe_does_not():
     dropped = decisions(report(0.9, 0.9, valid=False), 0.8, 0.8)[DROP]
     assert not dropped["kept"] and dropped["valid"] == 0.5 and "strict-valid" in dropped["reasons"][0]
     assert decisions(report(0.9, 0.9), 0.8, 0.8)[KEEP]["n"] == 2
+    folk = report(0.9, 0.9)
+    folk["theory"]["prompts"][DROP] = {"generated": {"metrics": {"instrumentation_fit": {"mean": None}}},
+                                       "real": {"metrics": {"instrumentation_fit": {"mean": None}}}}
+    assert decisions(folk, 0.8, 0.8)[DROP]["kept"]                   # no ensemble to fit, in real tunes either
+    folk["theory"]["prompts"][DROP]["real"]["metrics"]["instrumentation_fit"]["mean"] = 1.0
+    assert not decisions(folk, 0.8, 0.8)[DROP]["kept"]               # real pieces have one: it must be found

@@ -2,7 +2,8 @@
 
 A prompt is kept when, over its generated pieces, the period and instrumentation probes (linear probes on the
 encoder's features, trained on the real reference) give its own label to at least `min_probe` of them, the
-music-theory report finds the prompt's instrumentation in at least `min_fit` of them, and every one is strict-valid.
+music-theory report finds the prompt's instrumentation in at least `min_fit` of them (single-line tunes, which have
+no ensemble in real pieces either, are not tested on it), and every one is strict-valid.
 The composer probe is recorded but does not decide: real held-out pieces of one period and instrumentation are often
 told apart no better by it.
 """
@@ -22,9 +23,9 @@ def decisions(report: dict[str, Any], min_probe: float, min_fit: float) -> dict[
     theory = report.get("theory", {}).get("prompts", {})
     valid: dict[str, list[bool]] = {}
     for piece in report.get("per_piece", []):
-        prompt = Prompt.of(piece.get("prompt"))
-        if prompt is not None:
-            valid.setdefault(str(prompt), []).append(bool(piece.get("valid")))
+        key = piece.get("prompt")  # the report's "period | composer | instrumentation"
+        if key:
+            valid.setdefault(str(Prompt.parse(key)), []).append(bool(piece.get("valid")))
     out = {}
     for key, flags in valid.items():
         row: dict[str, Any] = {"n": len(flags), "valid": sum(flags) / len(flags)}
@@ -34,9 +35,12 @@ def decisions(report: dict[str, Any], min_probe: float, min_fit: float) -> dict[
             row[f"probe_{label}"] = value
             if label in DECIDING_PROBES and (value is None or value < min_probe):
                 reasons.append(f"{label} probe {value if value is None else round(value, 2)} < {min_probe}")
-        fit = theory.get(key, {}).get("generated", {}).get("metrics", {}).get("instrumentation_fit", {}).get("mean")
+        sides = theory.get(key, {})
+        fit = sides.get("generated", {}).get("metrics", {}).get("instrumentation_fit", {}).get("mean")
+        real_fit = sides.get("real", {}).get("metrics", {}).get("instrumentation_fit", {}).get("mean")
         row["instrumentation_fit"] = fit
-        if fit is None or fit < min_fit:
+        # A single-line tune has no ensemble to fit (neither its pieces nor the real ones get a value): no test.
+        if (fit is None and real_fit is not None) or (fit is not None and fit < min_fit):
             reasons.append(f"instrumentation fit {fit if fit is None else round(fit, 2)} < {min_fit}")
         if row["valid"] < 1:
             reasons.append(f"strict-valid {row['valid']:.2f} < 1")
