@@ -281,7 +281,7 @@ def test_acs_change_is_judged_against_its_standard_error():
 
 
 def test_theory_term_joins_the_reward(setup, finished):
-    """With theory_weight, every scored sample carries its theory reward, the pairs are picked by the composite
+    """With theory_weight, every scored sample carries its theory term, the pairs are picked by the composite
     reward, and the evaluation reports the theory term with its standard error."""
     out = setup["root"] / "run_theory"
     shutil.copytree(finished[0] / "iter_0" / "samples", out / "iter_0" / "samples")  # the same samples, re-scored
@@ -291,8 +291,15 @@ def test_theory_term_joins_the_reward(setup, finished):
     analysed = [s for s in scores["samples"] if s["theory"] is not None]
     assert analysed, "no sample could be analysed"
     for s in scores["samples"]:
-        assert s["reward"] == pytest.approx(s["score"] + 0.5 * (s["theory"] or 0.0))
+        assert run.reward(s) == pytest.approx(s["score"] + 0.5 * (s["theory"] or 0.0))
         assert s["theory"] is None or 0.0 <= s["theory"] <= 1.0
+    # the pairs follow the composite reward: every chosen piece out-ranks every rejected one of its prompt
+    rewards = {s["name"]: run.reward(s) for s in scores["samples"]}
+    selections = run.preferences(0, scores)
+    assert any(selection.pairs for selection in selections)
+    for selection in selections:
+        for chosen, rejected in selection.pairs:
+            assert rewards[chosen] >= rewards[rejected]
     report = run.evaluate(0, scores)
     assert report["theory_n"] == len(analysed) and report["theory_se"] is not None
     run.close()

@@ -288,7 +288,7 @@ class DPORun:
         names = [name for name, _, _ in self.sample_names()]
         if path.is_file() and (self.iter_dir(k) / "features.npy").is_file():
             scores = _read_json(path)
-            theory_scored = all("reward" in s for s in scores["samples"]) or self.config.theory_weight == 0
+            theory_scored = self.config.theory_weight == 0 or all("theory" in s for s in scores["samples"])
             if [s["name"] for s in scores["samples"]] == names and theory_scored:
                 return scores
         samples = self.read_samples(k)
@@ -315,9 +315,7 @@ class DPORun:
             if self.config.theory_weight > 0:
                 analysed = analyse_text(scoring_text(s["interleaved"], s["raw"]),
                                         Prompt.parse(s["prompt_key"]).instrumentation)
-                theory = theory_reward(analysed["values"]) if "values" in analysed else None
-                entry["theory"] = theory
-                entry["reward"] = value + self.config.theory_weight * (theory or 0.0)
+                entry["theory"] = theory_reward(analysed["values"]) if "values" in analysed else None
             if index is not None:
                 try:
                     check = index.check(scoring_text(s["interleaved"], s["raw"]),
@@ -417,6 +415,10 @@ class DPORun:
                                               config.plagiarism_filter, 1.0 if cosine is None else cosine)
         return self._filters
 
+    def reward(self, entry: dict[str, Any]) -> float:
+        """What pairs are chosen by: the encoder similarity, plus theory_weight × the theory term when scored."""
+        return entry["score"] + self.config.theory_weight * (entry.get("theory") or 0.0)
+
     def preferences(self, k: int, scores: dict[str, Any]) -> list[PromptPreferences]:
         """preferences.json of iteration k (reused when present)."""
         path = self.iter_dir(k) / "preferences.json"
@@ -428,7 +430,7 @@ class DPORun:
             key = str(prompt)
             entries = [e for e in scores["samples"] if e["prompt"] == key]
             selections.append(select_preferences(
-                [(e["name"], e.get("reward", e["score"])) for e in entries], self.config.portion,
+                [(e["name"], self.reward(e)) for e in entries], self.config.portion,
                 {e["name"]: sample_problem(e, filters) for e in entries}, prompt=key))
         atomic_write_json(path, {
             "iteration": k, "portion": self.config.portion, "filters": dataclasses.asdict(filters),
