@@ -1,4 +1,4 @@
-"""CLaMP 2 whole-piece features: segmenting and weighting rules checked with small numbers (§1.6)."""
+"""CLaMP 2 whole-piece features: segmenting and weighting rules checked with small numbers."""
 
 from __future__ import annotations
 

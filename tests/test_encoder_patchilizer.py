@@ -1,4 +1,4 @@
-"""M3 patchilizer: the §1.2 rules on hand-written interleaved ABC."""
+"""M3 patchilizer: the rules of CLaMP 2's M3 patching (github.com/sanderwood/clamp2) on hand-written interleaved ABC."""
 
 from __future__ import annotations
 
