@@ -337,3 +337,37 @@ def test_prompt_balance_oversamples_rare_prompts():
     assert abs(rare_share(0.5) - 0.25) < 0.03
     assert abs(rare_share(0.0) - 0.5) < 0.03
     assert abs(rare_share(1.0) - 0.1) < 1e-9
+
+
+def test_prompt_weights_multiply_a_prompts_share_and_reject_unknown_prompts():
+    from collections import Counter
+
+    from notagen.train.loop import DrawStream, prompt_weights
+
+    def labels(composer: str) -> dict:
+        return {"period": "Baroque", "composer": composer, "instrumentation": "Choral"}
+
+    records = [{"labels": labels("Common")}] * 90 + [{"labels": labels("Rare")}] * 10
+    data = type("Data", (), {"records": records, "__len__": lambda self: len(records)})()
+    n = len(records)
+    stream = DrawStream(data, None, "none", True, 4, seed=3, boosts={"Baroque | Rare | Choral": 9})
+    drawn = Counter(stream.piece_of(d) >= 90 for d in range(20 * n))
+    assert abs(drawn[True] / (20 * n) - 0.5) < 0.03  # natural 9:1, boosted ×9 → 1:1
+    with pytest.raises(ConfigError, match="prompt_weights: unknown key 'Baroque \\| Rar \\| Choral'.*did you mean"):
+        prompt_weights(data, 1.0, {"Baroque | Rar | Choral": 2})
+    with pytest.raises(ConfigError, match="unknown key 'Rare'"):
+        prompt_weights(data, 1.0, {"Rare": 2})
+
+
+def test_prompt_weights_recipe_values_are_checked():
+    from notagen.train.recipe import load_recipe
+
+    config = load_recipe(None, ['prompt_weights={"Baroque | Rare | Choral": 3}'])
+    assert config.prompt_weights == {"Baroque | Rare | Choral": 3.0}
+    assert load_recipe(None, ["prompt_weights={}"]).prompt_weights == {}
+    with pytest.raises(ConfigError, match="positive weight"):
+        load_recipe(None, ['prompt_weights={"a | b | c": 0}'])
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_recipe(None, ["prompt_weights=3"])
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_recipe(None, ['prompt_weights={"a | b | c": lots}'])

@@ -41,7 +41,7 @@ from notagen import __version__
 from notagen.checkpoint import LM_HEAD_KEY, native_state_dict, save_checkpoint
 from notagen.config import ModelConfig
 from notagen.data.dataset import ScoreDataset, draw_key
-from notagen.errors import ConfigError, InputError
+from notagen.errors import ConfigError, InputError, PromptError
 from notagen.io import append_jsonl, atomic_write_text, remove_stale_temporaries
 from notagen.model import NotaGenModel, char_subset, target_char_counts
 from notagen.patchilizer import Patchilizer
@@ -62,11 +62,12 @@ from notagen.train.core import (
     trainable,
     trim_metrics,
 )
-from notagen.train.recipe import TrainConfig, dump_recipe, keys_help, load_recipe
+from notagen.train.recipe import TrainConfig, dump_recipe, keys_help, load_recipe, unknown_key_error
 from notagen.weights import open_checkpoint
 
 # Recipe fields that define the data stream and the step size; changing them makes a resumed run a different run.
-STREAM_FIELDS = ("stage", "seed", "batch_size", "grad_accum", "key_policy", "char_batch_limit", "prompt_balance")
+STREAM_FIELDS = ("stage", "seed", "batch_size", "grad_accum", "key_policy", "char_batch_limit", "prompt_balance",
+                 "prompt_weights")
 
 
 # -- learning-rate schedule ----------------------------------------------------------------------------------------
@@ -104,12 +105,23 @@ class LRSchedule:
 # -- data ----------------------------------------------------------------------------------------------------------
 
 
-def prompt_weights(dataset: ScoreDataset, balance: float) -> list[float]:
-    """Per-piece draw weights that give a prompt with c pieces a share ∝ c**balance (unlabelled pieces count as
-    one more prompt)."""
+def prompt_weights(dataset: ScoreDataset, balance: float, boosts: dict[str, float] | None = None) -> list[float]:
+    """Per-piece draw weights that give a prompt with c pieces a share ∝ c**balance × its boost (unlabelled pieces
+    count as one more prompt). A boost names a prompt as `period | composer | instrumentation`; one that no piece
+    has is a ConfigError (a misspelt name would otherwise train the run it was meant to change unchanged)."""
     prompts = [Prompt.of(r.get("labels")) for r in dataset.records]
     counts = Counter(prompts)
-    return [counts[p] ** (balance - 1.0) for p in prompts]
+    factors: dict[Prompt | None, float] = {}
+    known = {str(p) for p in counts if p is not None}
+    for text, boost in (boosts or {}).items():
+        try:
+            prompt: Prompt | None = Prompt.parse(text)
+        except PromptError:
+            prompt = None
+        if prompt is None or str(prompt) not in known:
+            raise unknown_key_error(text, known, "prompt_weights")
+        factors[prompt] = boost
+    return [counts[p] ** (balance - 1.0) * factors.get(p, 1.0) for p in prompts]
 
 
 class DrawStream(torch.utils.data.Dataset):
@@ -121,7 +133,7 @@ class DrawStream(torch.utils.data.Dataset):
 
     def __init__(self, dataset: ScoreDataset, patchilizer: Patchilizer, key_stage: str, prompt: bool,
                  batch_size: int, seed: int, rank: int = 0, world: int = 1, char_batch_limit: int = 0,
-                 balance: float = 1.0) -> None:
+                 balance: float = 1.0, boosts: dict[str, float] | None = None) -> None:
         self.dataset = dataset
         self.patchilizer = patchilizer
         self.key_stage = key_stage
@@ -131,7 +143,7 @@ class DrawStream(torch.utils.data.Dataset):
         self.rank = rank
         self.world = world
         self.char_batch_limit = char_batch_limit
-        self.weights = prompt_weights(dataset, balance) if balance != 1.0 else None
+        self.weights = prompt_weights(dataset, balance, boosts) if balance != 1.0 or boosts else None
         self._perm: tuple[int, list[int]] | None = None
 
     def __len__(self) -> int:  # the stream is endless; DataLoader only needs indices from the sampler
@@ -230,7 +242,8 @@ class Trainer:
         self.stream = DrawStream(self.train_set, self.patchilizer, config.key_stage, stage_prompt,
                                  config.batch_size, config.seed, self.rt.rank, self.rt.world,
                                  config.char_batch_limit,
-                                 balance=config.prompt_balance if stage_prompt else 1.0)
+                                 balance=config.prompt_balance if stage_prompt else 1.0,
+                                 boosts=config.prompt_weights if stage_prompt else None)
 
         self.loss_module = self.rt.wrap(self.model)  # the model's own loss; under DDP when several processes train
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.betas, config.eps,

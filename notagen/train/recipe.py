@@ -88,6 +88,10 @@ class TrainConfig:
     """Fine-tuning only: draw a prompt's pieces in proportion to count**prompt_balance / count, so 1.0 keeps the
     natural frequencies, 0.5 draws each prompt in proportion to the square root of its count (rare prompts
     oversampled) and 0.0 draws every prompt equally often."""
+    prompt_weights: dict[str, float] = field(default_factory=dict)
+    """Fine-tuning only: multiply the share of these prompts (`period | composer | instrumentation`, as in the
+    registry) after `prompt_balance`, e.g. `{"Baroque | Bach, Johann Sebastian | Choral": 4}` to train one style
+    harder without dropping the others; on the command line `prompt_weights={"…": 4}`."""
     max_steps: int = 0
     """Optimizer steps to run; 0 means `epochs` passes over the training pieces."""
     epochs: int = 0
@@ -140,6 +144,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.prompt_balance <= 1:
             raise ConfigError(f"prompt_balance must be in [0, 1], got {self.prompt_balance}")
+        for prompt, weight in self.prompt_weights.items():
+            if weight <= 0:
+                raise ConfigError(f"prompt_weights: {prompt!r} must have a positive weight, got {weight}")
         if self.min_lr_ratio > 1:
             raise ConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not all(0 <= b < 1 for b in self.betas):
@@ -202,6 +209,18 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(items, (list, tuple)) or len(items) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} comma-separated values, got {value!r}")
         return tuple(coerce(item, arg, where) for item, arg in zip(items, args))
+    if origin is dict:
+        if isinstance(value, str):  # an override: a YAML flow mapping such as {"a | b | c": 2}
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError:
+                raise ConfigError(f"{where}: expected a mapping such as {{\"key\": 2}}, got {value!r}") from None
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_type, value_type = args
+        return {coerce(k, key_type, where): coerce(v, value_type, where) for k, v in value.items()}
     if annotation is bool:
         if isinstance(value, bool):
             return value
