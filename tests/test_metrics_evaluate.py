@@ -168,5 +168,11 @@ def test_eval_on_a_built_chorale_dataset_with_perplexity(tmp_path):
     flagged = report["memorisation"]["flagged"]
     assert [f["name"] for f in flagged] == ["copied.abc"] and flagged[0]["piece"] == train["id"]
     assert flagged[0]["bars"] >= 8
+    by_prompt = report["memorisation"]["per_prompt"]["Baroque | Bach, Johann Sebastian | Choral"]
+    assert by_prompt["n"] == 2 and by_prompt["flagged_share"] == 0.5
+    held_out = [r for r in index if r["split"] == "eval"
+                and (r.get("labels") or {}).get("composer") == "Bach, Johann Sebastian"]
+    assert by_prompt["real_n"] == len(held_out)
+    assert (by_prompt["real_flagged_share"] is None) == (not held_out)
     assert report["perplexity"]["n"] == len(index) - n_train and 1.0 < report["perplexity"]["perplexity"] < 200
     assert report["acs"]["n"] == 2 and report["label_accuracy"]["period"]["skipped"]

@@ -34,3 +34,17 @@ def test_each_condition_can_drop_a_prompt_and_the_composer_probe_does_not():
     assert decisions(folk, 0.8, 0.8)[DROP]["kept"]                   # no ensemble to fit, in real tunes either
     folk["theory"]["prompts"][DROP]["real"]["metrics"]["instrumentation_fit"]["mean"] = 1.0
     assert not decisions(folk, 0.8, 0.8)[DROP]["kept"]               # real pieces have one: it must be found
+
+
+def test_copying_more_often_than_real_pieces_or_repeating_patterns_drops_a_prompt():
+    base = report(0.9, 0.9)
+    base["memorisation"] = {"per_prompt": {KEEP: {"flagged_share": 0.1, "real_flagged_share": 0.5},
+                                           DROP: {"flagged_share": 0.1, "real_flagged_share": 0.0}}}
+    rows = decisions(base, 0.8, 0.8)
+    assert rows[KEEP]["kept"]                                         # real chorales share melodies more often
+    assert not rows[DROP]["kept"] and "memorised 0.10 > real held-out 0.00" in rows[DROP]["reasons"]
+    base["memorisation"]["per_prompt"][DROP]["real_flagged_share"] = None
+    assert decisions(base, 0.8, 0.8)[DROP]["kept"]                    # no real held-out pieces: not tested
+    base["theory"]["prompts"][KEEP]["generated"]["metrics"]["distinct_patterns"] = {"mean": 0.9}
+    rows = decisions(base, 0.8, 0.8)
+    assert not rows[KEEP]["kept"] and "distinct 4-bar patterns 0.90 < 0.95" in rows[KEEP]["reasons"]

@@ -291,6 +291,15 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         p = report["perplexity"]
         lines.append(f"| perplexity | {_fmt(p['perplexity'], 4)} | {p['n']} | {p['chars']} characters of the "
                      "reference eval split |")
+    by_prompt = report.get("memorisation", {}).get("per_prompt") or {}
+    if any(row.get("real_n") for row in by_prompt.values()):
+        lines += ["", "## Memorisation per prompt", "",
+                  f"Pieces with a run of ≥ {report['memorisation']['threshold']} bars copied from one training piece: "
+                  "generated, and real held-out pieces of the prompt checked against the same training pieces.", "",
+                  "| prompt | generated flagged | N | real held-out flagged | N |", "|---|---|---|---|---|"]
+        for key, row in sorted(by_prompt.items()):
+            lines.append(f"| {key} | {_fmt(row['flagged_share'])} | {row['n']} | {_fmt(row['real_flagged_share'])} "
+                         f"| {row['real_n']} |")
     probes = {label: entry["per_prompt"] for label, entry in report.get("label_accuracy", {}).items()
               if entry.get("per_prompt")}
     if probes:
@@ -336,6 +345,29 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines += ["", f"![{plot}]({plot})"]
     lines += ["", f"Timings (s): {json.dumps(report['timings_s'])}", ""]
     return "\n".join(lines)
+
+
+def _memorisation_by_prompt(index: MemorisationIndex, threshold: int, generated: list[GeneratedFile],
+                            results: list[Any], held_out: list[Piece]) -> dict[str, dict[str, Any]]:
+    """Per prompt: the share of generated pieces flagged as memorised next to the share of the reference's real
+    held-out pieces of that prompt flagged against the same training index (pieces that share a tune or a
+    cadence with a training piece are flagged too, so a real baseline says what "copied" means for a style)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for piece, result in zip(generated, results):
+        row = rows.setdefault(piece.prompt or "(no prompt)", {"n": 0, "flagged": 0})
+        row["n"] += 1
+        row["flagged"] += bool(result.flagged)
+    real: dict[str, list[bool]] = {}
+    for piece in held_out:
+        key = prompt_key(piece.labels)
+        if key in rows:
+            real.setdefault(key, []).append(index.check(piece.text, threshold=threshold).flagged)
+    for key, row in rows.items():
+        row["flagged_share"] = row["flagged"] / row["n"]
+        flags = real.get(key, [])
+        row["real_n"] = len(flags)
+        row["real_flagged_share"] = sum(flags) / len(flags) if flags else None
+    return rows
 
 
 def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, out: Path | None = None,
@@ -420,6 +452,8 @@ def evaluate(generated_dir: Path, reference: Path, encoder: str | None = None, o
                      "train_start": r.longest.train_start, "generated_start": r.longest.generated_start}
                     for g, r in zip(generated, results) if r.flagged],
         "unparsed_training_pieces": len(index.failed),
+        "per_prompt": _memorisation_by_prompt(index, threshold, generated, results,
+                                              ref_pieces if split == "eval" else eval_pieces),
     }
 
     if model is not None:

@@ -3,7 +3,9 @@
 A prompt is kept when, over its generated pieces, the period and instrumentation probes (linear probes on the
 encoder's features, trained on the real reference) give its own label to at least `min_probe` of them, the
 music-theory report finds the prompt's instrumentation in at least `min_fit` of them (single-line tunes, which have
-no ensemble in real pieces either, are not tested on it), and every one is strict-valid.
+no ensemble in real pieces either, are not tested on it), every one is strict-valid, at least `min_distinct` of
+their 4-bar melodic patterns are distinct, and they are flagged as memorised no more often than the real held-out
+pieces of the prompt (against the same training pieces; not tested when the report has no real held-out pieces).
 The composer probe is recorded but does not decide: real held-out pieces of one period and instrumentation are often
 told apart no better by it.
 """
@@ -17,10 +19,12 @@ from notagen.prompt import Prompt
 DECIDING_PROBES = ("period", "instrumentation")
 
 
-def decisions(report: dict[str, Any], min_probe: float, min_fit: float) -> dict[str, dict[str, Any]]:
+def decisions(report: dict[str, Any], min_probe: float, min_fit: float,
+              min_distinct: float = 0.95) -> dict[str, dict[str, Any]]:
     """Per prompt key: the numbers and whether the prompt is kept (with the reasons when it is not)."""
     probes = report.get("label_accuracy", {})
     theory = report.get("theory", {}).get("prompts", {})
+    memorised = report.get("memorisation", {}).get("per_prompt", {})
     valid: dict[str, list[bool]] = {}
     for piece in report.get("per_piece", []):
         key = piece.get("prompt")  # the report's "period | composer | instrumentation"
@@ -44,6 +48,16 @@ def decisions(report: dict[str, Any], min_probe: float, min_fit: float) -> dict[
             reasons.append(f"instrumentation fit {fit if fit is None else round(fit, 2)} < {min_fit}")
         if row["valid"] < 1:
             reasons.append(f"strict-valid {row['valid']:.2f} < 1")
+        distinct = sides.get("generated", {}).get("metrics", {}).get("distinct_patterns", {}).get("mean")
+        row["distinct_patterns"] = distinct
+        if distinct is not None and distinct < min_distinct:
+            reasons.append(f"distinct 4-bar patterns {distinct:.2f} < {min_distinct}")
+        copied = memorised.get(key, {})
+        row["memorised"] = copied.get("flagged_share")
+        row["real_memorised"] = copied.get("real_flagged_share")
+        if row["memorised"] is not None and row["real_memorised"] is not None \
+                and row["memorised"] > row["real_memorised"]:
+            reasons.append(f"memorised {row['memorised']:.2f} > real held-out {row['real_memorised']:.2f}")
         row["kept"] = not reasons
         row["reasons"] = reasons
         out[key] = row
