@@ -355,8 +355,11 @@ def test_prompt_weights_multiply_a_prompts_share_and_reject_unknown_prompts():
     assert abs(drawn[True] / (20 * n) - 0.5) < 0.03  # natural 9:1, boosted ×9 → 1:1
     with pytest.raises(ConfigError, match="prompt_weights: unknown key 'Baroque \\| Rar \\| Choral'.*did you mean"):
         prompt_weights(data, 1.0, {"Baroque | Rar | Choral": 2})
-    with pytest.raises(ConfigError, match="unknown key 'Rare'"):
-        prompt_weights(data, 1.0, {"Rare": 2})
+    with pytest.raises(ConfigError, match="unknown key 'Rar'.*did you mean 'Rare'"):
+        prompt_weights(data, 1.0, {"Rar": 2})
+    # one field selects every prompt having it; boosts multiply
+    weights = prompt_weights(data, 1.0, {"Rare": 2, "Choral": 3, "Baroque | Common | Choral": 0.5})
+    assert weights[0] == 1.5 and weights[-1] == 6.0
 
 
 def test_prompt_weights_recipe_values_are_checked():

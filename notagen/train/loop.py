@@ -41,7 +41,7 @@ from notagen import __version__
 from notagen.checkpoint import LM_HEAD_KEY, native_state_dict, save_checkpoint
 from notagen.config import ModelConfig
 from notagen.data.dataset import ScoreDataset, draw_key
-from notagen.errors import ConfigError, InputError, PromptError
+from notagen.errors import ConfigError, InputError
 from notagen.io import append_jsonl, atomic_write_text, remove_stale_temporaries
 from notagen.model import NotaGenModel, char_subset, target_char_counts
 from notagen.patchilizer import Patchilizer
@@ -106,21 +106,23 @@ class LRSchedule:
 
 
 def prompt_weights(dataset: ScoreDataset, balance: float, boosts: dict[str, float] | None = None) -> list[float]:
-    """Per-piece draw weights that give a prompt with c pieces a share ∝ c**balance × its boost (unlabelled pieces
-    count as one more prompt). A boost names a prompt as `period | composer | instrumentation`; one that no piece
-    has is a ConfigError (a misspelt name would otherwise train the run it was meant to change unchanged)."""
+    """Per-piece draw weights that give a prompt with c pieces a share ∝ c**balance × its boosts (unlabelled
+    pieces count as one more prompt). A boost names a whole prompt (`period | composer | instrumentation`) or one
+    field value that selects every prompt having it ("Chamber", "Bach, Johann Sebastian"); a prompt selected by
+    several boosts gets their product. A name that selects nothing is a ConfigError: a misspelt name would
+    otherwise leave the run it was meant to change unchanged."""
     prompts = [Prompt.of(r.get("labels")) for r in dataset.records]
     counts = Counter(prompts)
+    labelled = [p for p in counts if p is not None]
     factors: dict[Prompt | None, float] = {}
-    known = {str(p) for p in counts if p is not None}
     for text, boost in (boosts or {}).items():
-        try:
-            prompt: Prompt | None = Prompt.parse(text)
-        except PromptError:
-            prompt = None
-        if prompt is None or str(prompt) not in known:
+        name = " ".join(text.split())
+        selected = [p for p in labelled if name == str(p) or name in p.fields()]
+        if not selected:
+            known = sorted({str(p) for p in labelled} | {f for p in labelled for f in p.fields()})
             raise unknown_key_error(text, known, "prompt_weights")
-        factors[prompt] = boost
+        for prompt in selected:
+            factors[prompt] = factors.get(prompt, 1.0) * boost
     return [counts[p] ** (balance - 1.0) * factors.get(p, 1.0) for p in prompts]
 
 

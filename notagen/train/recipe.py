@@ -89,9 +89,10 @@ class TrainConfig:
     natural frequencies, 0.5 draws each prompt in proportion to the square root of its count (rare prompts
     oversampled) and 0.0 draws every prompt equally often."""
     prompt_weights: dict[str, float] = field(default_factory=dict)
-    """Fine-tuning only: multiply the share of these prompts (`period | composer | instrumentation`, as in the
-    registry) after `prompt_balance`, e.g. `{"Baroque | Bach, Johann Sebastian | Choral": 4}` to train one style
-    harder without dropping the others; on the command line `prompt_weights={"…": 4}`."""
+    """Fine-tuning only: multiply the draw share of some prompts after `prompt_balance`, to train styles harder
+    without dropping the others. A key is a whole prompt (`period | composer | instrumentation`, as in the
+    registry) or one field value selecting every prompt that has it: `{"Bach, Johann Sebastian": 6, "Chamber": 4}`;
+    on the command line `prompt_weights={"Chamber": 4}`."""
     max_steps: int = 0
     """Optimizer steps to run; 0 means `epochs` passes over the training pieces."""
     epochs: int = 0
