@@ -193,6 +193,28 @@ def brace_groups(score_line: str) -> list[list[str]]:
     return [re.findall(r"[A-Za-z0-9_]+", group) for group in re.findall(r"\{([^}]*)\}", score_line)]
 
 
+def score_staves(header: list[str]) -> list[list[str]]:
+    """The voice ids of each staff, top to bottom, as `%%score` lays them out: a `( … )` group is one staff, any
+    other voice id a staff of its own (`%%score [ ( 1 2 ) | 3 ]` → [["1", "2"], ["3"]]); [] without `%%score`."""
+    line = next((x for x in header if x.startswith("%%score")), None)
+    if line is None:
+        return []
+    staves: list[list[str]] = []
+    group: list[str] | None = None
+    for token in re.findall(r"[A-Za-z0-9_]+|[()]", line[len("%%score"):]):
+        if token == "(":
+            group = []
+        elif token == ")":
+            if group:
+                staves.append(group)
+            group = None
+        elif group is not None:
+            group.append(token)
+        else:
+            staves.append([token])
+    return staves
+
+
 def voice_instruments(header: list[str]) -> dict[str, Instrument]:
     """The instrument of every voice defined in an ABC header.
 

@@ -67,3 +67,11 @@ def test_clefs_and_ensembles_of_the_instrumentation_labels():
     assert match_ensemble("Unknown label", quartet) is None and "Unknown label" not in ENSEMBLES
     assert name_ensemble(satb) == "SATB choir" and name_ensemble([by_name("Oboe")]) == "Oboe"
     assert identify_part("", ["bass"]).name == "Bass part" and identify_part("Viola", ["alto"]).name == "Viola"
+
+
+def test_score_staves_reads_the_layout_top_to_bottom():
+    from notagen.instruments import score_staves
+
+    assert score_staves(["%%score [ ( 1 2 ) | ( 3 4 ) ]", "V:1"]) == [["1", "2"], ["3", "4"]]
+    assert score_staves(["%%score 1 { ( 2 3 ) | 4 }"]) == [["1"], ["2", "3"], ["4"]]
+    assert score_staves(["V:1 treble"]) == []

@@ -238,3 +238,19 @@ def test_eval_reports_theory_of_bundled_model_pieces_next_to_real_chorales(chora
     assert "## Music theory" in markdown and "| metric | generated | real held-out (eval split) |" in markdown
     assert "| ends on its tonic chord (root and bass) |" in markdown
     assert (out / "theory.png").stat().st_size > 10_000
+
+
+def test_voices_sharing_a_staff_are_judged_by_their_own_ranges():
+    # SATB on two staves: a MusicXML part is named after its first voice, so the Bass's G2 was once a "Tenor" note
+    # out of range; each voice of a `( … )` staff keeps the instrument its own V: line names.
+    text = ("X:1\n%%score [ ( 1 2 ) | ( 3 4 ) ]\nL:1/4\nM:4/4\nK:C\n"
+            'V:1 treble nm="Soprano"\nV:2 treble nm="Alto"\nV:3 bass nm="Tenor"\nV:4 bass nm="Bass"\n'
+            "[V:1]e d c d|[V:2]G G G F|[V:3]G, G, E, D,|[V:4]C, G,, A,, G,,|\n"
+            "[V:1]e2 c2|][V:2]G2 G2|][V:3]G,2 E,2|][V:4]C,2 C,2|]\n")
+    piece = parse_piece(text)
+    assert [[i.name for i in s.voice_instruments] for s in piece.staves] == [["Soprano", "Alto"], ["Tenor", "Bass"]]
+    assert {e.voice for e in piece.staves[1].events} == {0, 1}
+    result = analyse_text(text, "Choral")
+    assert result["values"]["out_of_range_notes"] == 0.0 and result["values"]["tonic_ending"] == 1.0
+    too_low = text.replace("[V:4]C, G,, A,, G,,", "[V:4]C, G,, A,, C,,,")  # C1: below any bass
+    assert analyse_text(too_low, "Choral")["detail"]["out_of_range"] == ["Bass 24 in bar 1"]

@@ -23,6 +23,8 @@ from notagen.instruments import (
     identify_part,
     match_ensemble,
     name_ensemble,
+    score_staves,
+    voice_instruments,
 )
 from notagen.prompt import Prompt
 
@@ -85,6 +87,7 @@ class Event:
     pitches: tuple[int, ...]  # MIDI numbers, ascending; empty for a rest
     bar: int  # index of the bar in the staff
     fermata: bool = False
+    voice: int = 0  # which of the staff's voices (music21 voices in id order; 0 when the staff has one)
 
 
 @dataclass
@@ -95,6 +98,9 @@ class Staff:
     events: list[Event]
     bar_has_notes: list[bool]
     bar_sharps: list[int | None]  # key signature in force in each bar (sharps, flats negative)
+    voice_instruments: list[Instrument] = field(default_factory=list)
+    """The instrument of each voice of a staff that several named voices share (`( 2 3 )` in `%%score`), in
+    voice order; empty when the staff's part instrument stands for all its notes."""
     onsets: list[float] = field(init=False, repr=False)
     reach: list[float] = field(init=False, repr=False)  # the latest end among events[: i + 1]
 
@@ -177,6 +183,23 @@ def _part_name(part: Any) -> str:
     return "" if _UNNAMED.match(name) else name
 
 
+def _voices(measure: Any) -> list[tuple[str, float, Any]]:
+    """(voice id, offset in the measure, element) of every note and rest of a measure; "" for notes outside a
+    music21 voice."""
+    from music21 import stream
+
+    if not measure.hasVoices():
+        return [("", float(e.offset), e) for e in measure.flatten().notesAndRests]
+    out = [("", float(e.offset), e) for e in measure.notesAndRests]
+    for voice in measure.getElementsByClass(stream.Voice):
+        out.extend((str(voice.id), float(voice.offset) + float(e.offset), e) for e in voice.flatten().notesAndRests)
+    return out
+
+
+def _voice_order(voice_id: str) -> tuple[int, str]:
+    return (int(voice_id), "") if voice_id.isdigit() else (10**6, voice_id)
+
+
 def _staff(part: Any, part_id: str) -> tuple[Staff, list[Bar]]:
     from music21 import bar as m21bar
     from music21 import clef as m21clef
@@ -212,27 +235,31 @@ def _staff(part: Any, part_id: str) -> tuple[Staff, list[Bar]]:
         has_notes.append(any(n.duration.quarterLength > 0 for n in m.recurse().notes))
     clef = next(iter(part.recurse().getElementsByClass(m21clef.Clef)), None)
     events: list[Event] = []
-    open_ties: dict[tuple[int, ...], Event] = {}  # a tied note or chord waiting for its continuation, by pitches
+    # a tied note or chord waiting for its continuation, by voice and pitches
+    open_ties: dict[tuple[int, tuple[int, ...]], Event] = {}
+    voice_ids = sorted({vid for m in measures for vid, _, _ in _voices(m) if vid}, key=_voice_order)
+    voice_index = {vid: number for number, vid in enumerate(voice_ids)}
     for index, m in enumerate(measures):
         base = float(m.offset)
-        for element in sorted(m.flatten().notesAndRests, key=lambda e: e.offset):
+        for voice_id, offset, element in sorted(_voices(m), key=lambda item: item[1]):
+            voice = voice_index.get(voice_id, 0)
             length = float(element.duration.quarterLength)
             if length <= 0:
                 continue  # grace notes take no time
             pitches = tuple(sorted(int(p.midi) for p in element.pitches)) if not element.isRest else ()
             fermata = any(isinstance(x, expressions.Fermata) for x in element.expressions)
-            onset = base + float(element.offset)
+            onset = base + offset
             tie = element.tie.type if pitches and element.tie is not None else None
-            held = open_ties.pop(pitches, None) if tie in ("stop", "continue") else None
+            held = open_ties.pop((voice, pitches), None) if tie in ("stop", "continue") else None
             if held is not None and abs(held.end - onset) < 1e-6:  # ties joined (music21's stripTies, cheaper)
                 held.end = onset + length
                 held.fermata = held.fermata or fermata
                 event = held
             else:
-                event = Event(onset, onset + length, pitches, index, fermata)
+                event = Event(onset, onset + length, pitches, index, fermata, voice)
                 events.append(event)
             if tie in ("start", "continue"):
-                open_ties[pitches] = event
+                open_ties[(voice, pitches)] = event
     return Staff(_part_name(part), part_id, _clef_name(clef), events, has_notes, sharps), bars
 
 
@@ -250,11 +277,18 @@ def parse_piece(text: str) -> Parsed:
         score = converter.parse(xml, format="musicxml")
     except Exception as error:  # music21 raises many unrelated exception types on odd MusicXML
         raise ConversionError(f"music21 cannot read the MusicXML: {type(error).__name__}: {error}") from error
-    return parse_score(score)
+    header = [line for line in text.splitlines() if line.startswith(("%%score", "V:"))]
+    instruments = voice_instruments(header)
+    staves = [[instruments[vid] for vid in staff if vid in instruments] for staff in score_staves(header)]
+    return parse_score(score, staves)
 
 
-def parse_score(score: Any) -> Parsed:
-    """A music21 score → the analysed piece (see `parse_piece`)."""
+def parse_score(score: Any, staff_voices: Sequence[Sequence[Instrument]] = ()) -> Parsed:
+    """A music21 score → the analysed piece (see `parse_piece`).
+
+    `staff_voices`: the instrument of each voice of each staff, top to bottom, as the ABC header names them. A
+    MusicXML part carries one name, its first voice's, so the notes of the Tenor and Bass sharing a staff would
+    otherwise be judged against the Tenor's range; used only when it lists as many staves as the score has."""
     from music21 import key, layout, stream
 
     parts = list(score.parts) if hasattr(score, "parts") else []
@@ -278,6 +312,8 @@ def parse_score(score: Any) -> Parsed:
         else:
             part_id = braced.get(id(part), f"{part_id}#{number}")
         staff, staff_bars = _staff(part, part_id)
+        if len(staff_voices) == len(parts) and len(staff_voices[number]) > 1:
+            staff.voice_instruments = list(staff_voices[number])
         staves.append(staff)
         groups.setdefault(part_id, []).append(staff)
         if not bars or len(staff_bars) > len(bars):
@@ -474,13 +510,16 @@ def leaps(piece: Parsed) -> tuple[int, int]:
 
 def out_of_range(piece: Parsed) -> tuple[int, int, list[str]]:
     """(notes outside their part's range, notes, examples): each pitch (chord notes too) against the range of the
-    part's instrument with the table's margin (`notagen.instruments`)."""
+    part's instrument with the table's margin (`notagen.instruments`); a voice sharing a staff against its own."""
     instruments = _staff_instruments(piece)
     outside = total = 0
     examples: list[str] = []
-    for staff, instrument in zip(piece.staves, instruments):
-        low, high = instrument.bounds()
+    for staff, part_instrument in zip(piece.staves, instruments):
         for event in staff.notes:
+            instrument = part_instrument
+            if event.voice < len(staff.voice_instruments):  # a voice sharing the staff: its own range
+                instrument = staff.voice_instruments[event.voice]
+            low, high = instrument.bounds()
             for pitch in event.pitches:
                 total += 1
                 if not low <= pitch <= high:
