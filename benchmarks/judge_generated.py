@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--shard", default="0/1", help="i/n: only the prompts whose number is i modulo n")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--formats", nargs="*", default=None,
+                        help="files to write per piece (default: all, as users get them); the judges read the ABC, "
+                             "MusicXML and MIDI, so `abc musicxml midi` judges as much in less time")
     args = parser.parse_args()
     shard, shards = (int(part) for part in args.shard.split("/"))
     loaded = open_checkpoint(args.checkpoint)
@@ -60,7 +63,7 @@ def main() -> None:
         if len(done) < args.pieces:
             generate_command(period=prompt["period"], composer=prompt["composer"],
                              instrumentation=prompt["instrumentation"], n=args.pieces, seed=args.seed,
-                             checkpoint=args.checkpoint, output=folder,
+                             checkpoint=args.checkpoint, output=folder, formats=args.formats,
                              device="cpu")
         pieces = [judge_folder(path) for path in sorted(folder.iterdir()) if path.is_dir()]
         rows.append({"prompt": prompt, "pieces": pieces})
@@ -88,7 +91,8 @@ def main() -> None:
         print("  ", problem)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({"totals": totals, "rows": rows, "seconds": time.perf_counter() - started,
-                                   "pieces_per_prompt": args.pieces, "seed": args.seed}, indent=2) + "\n")
+                                   "pieces_per_prompt": args.pieces, "seed": args.seed,
+                                        "formats": args.formats or "all"}, indent=2) + "\n")
     print(f"wrote {args.results}")
 
 
