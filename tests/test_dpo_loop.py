@@ -302,7 +302,25 @@ def test_theory_term_joins_the_reward(setup, finished):
             assert rewards[chosen] >= rewards[rejected]
     report = run.evaluate(0, scores)
     assert report["theory_n"] == len(analysed) and report["theory_se"] is not None
+    rests = [s["theory_values"]["whole_bar_rests"] for s in analysed
+             if s["theory_values"]["whole_bar_rests"] is not None]
+    assert report["theory_metrics"]["whole_bar_rests"]["n"] == len(rests)
+    assert report["theory_metrics"]["whole_bar_rests"]["mean"] == pytest.approx(sum(rests) / len(rests))
     run.close()
+
+
+def test_dpo_report_compares_theory_metrics_against_their_errors():
+    def row(k: int, rests: float, se: float) -> dict:
+        metrics = {"whole_bar_rests": {"mean": rests, "se": se, "n": 64},
+                   "tonic_ending": {"mean": 0.1, "se": None, "n": 1}}
+        return {"iteration": k, "acs": 0.8, "acs_se": 0.01, "theory_metrics": metrics}
+
+    report = {"output_dir": "run", "samples_per_prompt": 64, "encoder": None, "prompts": ["A | B | C"],
+              "rows": [row(0, 0.17, 0.01), row(1, 0.12, 0.01)]}
+    text = report_markdown(report)
+    assert "| whole_bar_rests | low | 0.170 ± 0.010 (N 64) | 0.120 ± 0.010 (N 64) | -0.050 ± 0.014 (measurable) |" \
+        in text
+    assert "| tonic_ending | high | 0.100 (N 1) | 0.100 (N 1) | – |" in text  # no error: no verdict
 
 
 def test_theory_reward_orders_a_cadence_above_its_absence():

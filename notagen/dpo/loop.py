@@ -58,7 +58,7 @@ from notagen.io import append_jsonl, atomic_write_json, atomic_write_text, conte
 from notagen.metrics.evaluate import format_mean, is_missing
 from notagen.metrics.evaluate import format_value as _cell
 from notagen.metrics.scores import acs, nearest_cosine, standard_error
-from notagen.metrics.theory import analyse_text, theory_reward
+from notagen.metrics.theory import METRICS, analyse_text, theory_reward
 from notagen.patchilizer import Patchilizer
 from notagen.prompt import Prompt, prompt_key, resolve_prompt
 from notagen.train.core import (
@@ -288,7 +288,7 @@ class DPORun:
         names = [name for name, _, _ in self.sample_names()]
         if path.is_file() and (self.iter_dir(k) / "features.npy").is_file():
             scores = _read_json(path)
-            theory_scored = self.config.theory_weight == 0 or all("theory" in s for s in scores["samples"])
+            theory_scored = self.config.theory_weight == 0 or all("theory_values" in s for s in scores["samples"])
             if [s["name"] for s in scores["samples"]] == names and theory_scored:
                 return scores
         samples = self.read_samples(k)
@@ -316,6 +316,7 @@ class DPORun:
                 analysed = analyse_text(scoring_text(s["interleaved"], s["raw"]),
                                         Prompt.parse(s["prompt_key"]).instrumentation)
                 entry["theory"] = theory_reward(analysed["values"]) if "values" in analysed else None
+                entry["theory_values"] = analysed.get("values")  # for the per-metric report
             if index is not None:
                 try:
                     check = index.check(scoring_text(s["interleaved"], s["raw"]),
@@ -362,7 +363,8 @@ class DPORun:
         acs_se = standard_error([e["score"] for e in entries])
         if path.is_file():
             report = _read_json(path)
-            if report.get("n") == scores["n"]:
+            stale = "theory_metrics" not in report and any("theory_values" in e for e in entries)
+            if report.get("n") == scores["n"] and not stale:
                 report.setdefault("acs_se", acs_se)  # eval.json written before standard errors were reported
                 return report
         bars = sum(e["bars"] or 0 for e in entries)
@@ -382,6 +384,7 @@ class DPORun:
             report["theory"] = sum(theory) / len(theory)
             report["theory_se"] = standard_error(theory)
             report["theory_n"] = len(theory)
+            report["theory_metrics"] = theory_metric_summary(entries)
         features = np.load(self.iter_dir(k) / "features.npy")
         prompt_of = {str(p): p.to_dict() for p in self.prompts}
         for label, probe in self.probes().items():
@@ -564,7 +567,8 @@ class DPORun:
             scores = self.score(k)
             report = self.evaluate(k, scores)
             row.update({key: report[key] for key in ("n", "acs", "acs_se", "valid_rate", "bae", "memorised_share")})
-            row.update({key: report[key] for key in ("theory", "theory_se", "theory_n") if key in report})
+            row.update({key: report[key] for key in ("theory", "theory_se", "theory_n", "theory_metrics")
+                        if key in report})
             row["acs_per_prompt"] = {p: v["mean"] for p, v in report["acs_per_prompt"].items()}
             row["acs_se_per_prompt"] = {p: v.get("se") for p, v in report["acs_per_prompt"].items()}
             for label, entry in report["label_accuracy"].items():
@@ -598,6 +602,21 @@ class DPORun:
 
     def close(self) -> None:
         self.rt.close()
+
+
+REPORTED_THEORY = ("tonic_ending", "beat_triads", "parallel_fifths", "parallel_octaves", "whole_bar_rests",
+                   "out_of_range_pieces", "instrumentation_fit")
+"""The music-theory metrics a DPO report follows per iteration (the terms of `theory_reward`)."""
+
+
+def theory_metric_summary(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean, standard error and N of each reported theory metric over the samples that have a value."""
+    out = {}
+    for metric in REPORTED_THEORY:
+        values = [float(v) for e in entries if (v := (e.get("theory_values") or {}).get(metric)) is not None]
+        out[metric] = {"mean": sum(values) / len(values) if values else None,
+                       "se": standard_error(values) if len(values) >= 2 else None, "n": len(values)}
+    return out
 
 
 def acs_change(first: dict[str, Any], last: dict[str, Any]) -> tuple[float, float] | None:
@@ -640,6 +659,20 @@ def report_markdown(report: dict[str, Any]) -> str:
                      f"{_cell(row.get('valid_rate'), 2)} | {_cell(row.get('bae'))} | {_cell(row.get('la_period'), 2)} "
                      f"| {_cell(row.get('la_instrumentation'), 2)} | {_cell(row.get('memorised_share'), 2)} | "
                      f"{_cell(row.get('pairs'))} | {loss} | {_cell(training.get('last_margin'))} |")
+    last = report["rows"][-1] if report["rows"] else {}
+    if first.get("theory_metrics") and last is not first and last.get("theory_metrics"):
+        better = {m.key: m.better for m in METRICS}
+        lines += ["", f"Music theory on the samples of K = {first['iteration']} and K = {last['iteration']} (the "
+                  "theory term's metrics; fresh samples each side, change measurable beyond twice its error):", "",
+                  "| metric | better | K = first | K = last | change |", "|---|---|---|---|---|"]
+        for metric in REPORTED_THEORY:
+            a, b = first["theory_metrics"].get(metric, {}), last["theory_metrics"].get(metric, {})
+            change = None
+            if not any(is_missing(x) for x in (a.get("mean"), b.get("mean"), a.get("se"), b.get("se"))):
+                change = (b["mean"] - a["mean"], math.hypot(a["se"], b["se"]))
+            lines.append(f"| {metric} | {better.get(metric, '?')} | {format_mean(a.get('mean'), a.get('se'))} "
+                         f"(N {a.get('n', 0)}) | {format_mean(b.get('mean'), b.get('se'))} (N {b.get('n', 0)}) | "
+                         f"{describe_change(change)} |")
     names = [p.replace("|", "/") for p in report["prompts"]]  # a raw "|" would split the table cell
     lines += ["", "ACS per prompt:", "", "| K | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(report["prompts"])]
