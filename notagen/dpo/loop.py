@@ -419,8 +419,13 @@ class DPORun:
         return self._filters
 
     def reward(self, entry: dict[str, Any]) -> float:
-        """What pairs are chosen by: the encoder similarity, plus theory_weight × the theory term when scored."""
-        return entry["score"] + self.config.theory_weight * (entry.get("theory") or 0.0)
+        """What pairs are chosen by: the encoder similarity, plus theory_weight × the theory term (of the recipe's
+        `theory_terms`) when scored."""
+        if self.config.theory_weight == 0:
+            return entry["score"]
+        values = entry.get("theory_values")
+        theory = theory_reward(values, self.config.theory_terms) if values else entry.get("theory")
+        return entry["score"] + self.config.theory_weight * (theory or 0.0)
 
     def preferences(self, k: int, scores: dict[str, Any]) -> list[PromptPreferences]:
         """preferences.json of iteration k (reused when present)."""

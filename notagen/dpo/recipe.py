@@ -17,6 +17,7 @@ import yaml
 
 from notagen.errors import ConfigError, PromptError
 from notagen.generation.sampling import SamplingSettings
+from notagen.metrics.theory import REWARD_TERMS
 from notagen.prompt import FIELDS, Prompt
 from notagen.train.recipe import coerce, field_docs, recipe_items, unknown_key_error
 
@@ -101,6 +102,10 @@ class DPOConfig:
     plus theory_weight × `notagen.metrics.theory.theory_reward` (0–1: tonic ending, beat chords, parallels,
     whole-bar rests, ranges, instrumentation). 0 keeps the paper's reward."""
 
+    theory_terms: list[str] = field(default_factory=lambda: list(REWARD_TERMS))
+    """Which terms of the theory reward count (any of tonic_ending, beat_triads, instrumentation_fit, parallels,
+    whole_bar_rests, out_of_range_pieces): all by default; one term aims an iteration at one fault."""
+
     final_eval: bool = True
     """After the last iteration, sample and evaluate the final model too (iter_K: samples, scores, eval)."""
     save_every: int = 500
@@ -128,6 +133,9 @@ class DPOConfig:
                      "temperature", "top_k", "min_reference_pieces"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        unknown = [term for term in self.theory_terms if term not in REWARD_TERMS]
+        if unknown or not self.theory_terms:
+            raise ConfigError(f"theory_terms: {', '.join(unknown) or 'empty'}; choose from {', '.join(REWARD_TERMS)}")
         if not 0 < self.portion <= 0.5:
             raise ConfigError(f"portion must be in (0, 0.5], got {self.portion}")
         if not 0 < self.top_p <= 1:

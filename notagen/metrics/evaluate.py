@@ -298,8 +298,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
                   "generated, and real held-out pieces of the prompt checked against the same training pieces.", "",
                   "| prompt | generated flagged | N | real held-out flagged | N |", "|---|---|---|---|---|"]
         for key, row in sorted(by_prompt.items()):
-            lines.append(f"| {_cell(key)} | {_fmt(row['flagged_share'])} | {row['n']} | {_fmt(row['real_flagged_share'])} "
-                         f"| {row['real_n']} |")
+            lines.append(f"| {_cell(key)} | {_fmt(row['flagged_share'])} | {row['n']} | "
+                         f"{_fmt(row['real_flagged_share'])} | {row['real_n']} |")
     probes = {label: entry["per_prompt"] for label, entry in report.get("label_accuracy", {}).items()
               if entry.get("per_prompt")}
     if probes:

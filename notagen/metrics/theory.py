@@ -732,23 +732,29 @@ def analyse(piece: Parsed, instrumentation: str | None = None, raw: str | None =
     return {"values": values, "detail": detail}
 
 
-def theory_reward(values: dict[str, float | None]) -> float | None:
+REWARD_TERMS = ("tonic_ending", "beat_triads", "instrumentation_fit", "parallels", "whole_bar_rests",
+                "out_of_range_pieces")
+"""The terms `theory_reward` averages ("parallels" is parallel 5ths and 8ves together)."""
+
+
+def theory_reward(values: dict[str, float | None], terms: Sequence[str] = REWARD_TERMS) -> float | None:
     """One number in [0, 1] from a piece's theory values, higher for what a musician accepts: the mean of its
     tonic ending, triad/seventh beat-chord share, instrumentation fit, and penalties that reach 0 at 10 parallel
-    5ths + 8ves per 100 beats, at 10 % whole-bar rests and for any note outside a part's range. Metrics a piece
-    does not have (a single line has no chords) are left out; None when none applies."""
-    terms: list[float] = []
+    5ths + 8ves per 100 beats, at 10 % whole-bar rests and for any note outside a part's range (`terms` picks some
+    of them). Metrics a piece does not have (a single line has no chords) are left out; None when none applies."""
+    scores: dict[str, float] = {}
     for key in ("tonic_ending", "beat_triads", "instrumentation_fit"):
         if values.get(key) is not None:
-            terms.append(float(values[key]))
+            scores[key] = float(values[key])
     fifths, octaves = values.get("parallel_fifths"), values.get("parallel_octaves")
     if fifths is not None and octaves is not None:
-        terms.append(1.0 - min(1.0, (fifths + octaves) / 10.0))
+        scores["parallels"] = 1.0 - min(1.0, (fifths + octaves) / 10.0)
     if values.get("whole_bar_rests") is not None:
-        terms.append(1.0 - min(1.0, 10.0 * float(values["whole_bar_rests"])))
+        scores["whole_bar_rests"] = 1.0 - min(1.0, 10.0 * float(values["whole_bar_rests"]))
     if values.get("out_of_range_pieces") is not None:
-        terms.append(1.0 - float(values["out_of_range_pieces"]))
-    return sum(terms) / len(terms) if terms else None
+        scores["out_of_range_pieces"] = 1.0 - float(values["out_of_range_pieces"])
+    chosen = [scores[term] for term in terms if term in scores]
+    return sum(chosen) / len(chosen) if chosen else None
 
 
 def analyse_text(text: str, instrumentation: str | None = None, raw: str | None = None,

@@ -222,6 +222,13 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         key_type, value_type = args
         return {coerce(k, key_type, where): coerce(v, value_type, where) for k, v in value.items()}
+    if origin is list:
+        items = value
+        if isinstance(value, str):  # an override: comma-separated
+            items = [part.strip() for part in value.strip().strip("[]").split(",") if part.strip()]
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [coerce(item, args[0], where) for item in items]
     if annotation is bool:
         if isinstance(value, bool):
             return value
