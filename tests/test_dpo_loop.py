@@ -330,3 +330,20 @@ def test_theory_reward_orders_a_cadence_above_its_absence():
     bad = {**good, "tonic_ending": 0.0, "beat_triads": 0.4, "parallel_fifths": 6.0, "parallel_octaves": 5.0}
     assert 0.0 <= theory_reward(bad) < theory_reward(good) <= 1.0
     assert theory_reward({"tonic_ending": None}) is None
+    # one term alone: the reward is that term's score
+    assert theory_reward(bad, ["whole_bar_rests"]) == 1.0 and theory_reward(bad, ["tonic_ending"]) == 0.0
+    assert theory_reward(bad, ["parallels"]) == 0.0 and theory_reward(good, ["parallels"]) == pytest.approx(0.97)
+
+
+def test_theory_terms_choose_what_the_reward_counts():
+    from notagen.dpo.recipe import load_dpo_recipe
+
+    assert load_dpo_recipe(None, ["theory_terms=whole_bar_rests,parallels"]).theory_terms == [
+        "whole_bar_rests", "parallels"]
+    with pytest.raises(ConfigError, match="theory_terms: rests; choose from"):
+        load_dpo_recipe(None, ["theory_terms=rests"])
+    config = load_dpo_recipe(None, ["theory_weight=1", "theory_terms=whole_bar_rests"])
+    run = DPORun.__new__(DPORun)  # reward() reads only the config
+    run.config = config
+    entry = {"score": 0.5, "theory": 0.9, "theory_values": {"whole_bar_rests": 0.05, "tonic_ending": 1.0}}
+    assert run.reward(entry) == pytest.approx(0.5 + 0.5)
