@@ -111,6 +111,9 @@ def test_end_to_end_run(setup, finished):
         assert (iter0 / name).is_file(), name
     assert (out / "iter_1" / "eval.json").is_file() and not (out / "iter_1" / "checkpoint").exists()
     assert "| 0 | 16 |" in (out / "report.md").read_text()
+    record = json.loads((iter0 / "checkpoint" / "config.json").read_text())["training"]
+    start = json.loads((setup["checkpoint"] / "config.json").read_text())["training"]
+    assert record["stage"] == "dpo" and record["start_training"] == start  # the fine-tuning record is kept
     for row in report["rows"]:  # ACS comes with its standard error, overall and per prompt
         scores = [e["score"] for e in json.loads((out / f"iter_{row['iteration']}" / "scores.json").read_text())
                   ["samples"]]

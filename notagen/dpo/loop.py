@@ -460,7 +460,9 @@ class DPORun:
         policy = start.model.float()
         training = {"stage": "dpo", "iteration": k, "steps": config.steps_per_iteration, "pairs":
                     sum(map(len, pairs.values())), "start_checkpoint": self.checkpoint_of(k),
-                    "recipe": config.to_dict(), "notagen_version": __version__}
+                    "recipe": config.to_dict(), "notagen_version": __version__,
+                    # the start's own record (fine-tuning, earlier iterations): a DPO model keeps its history
+                    "start_training": start.info.get("training", {})}
         if not pairs or config.steps_per_iteration == 0:
             if rt.main:
                 training["note"] = "no preference pairs: the checkpoint is unchanged" if not pairs else "0 steps"
