@@ -291,11 +291,14 @@ def test_theory_term_joins_the_reward(setup, finished):
     run = DPORun(load_dpo_recipe(None, overrides(setup, out, "theory_weight=0.5", "steps_per_iteration=0",
                                                  "final_eval=false")))
     scores = run.score(0)
-    analysed = [s for s in scores["samples"] if s["theory"] is not None]
+    from notagen.metrics.theory import theory_reward
+
+    analysed = [s for s in scores["samples"] if s["theory_values"] is not None]
     assert analysed, "no sample could be analysed"
     for s in scores["samples"]:
-        assert run.reward(s) == pytest.approx(s["score"] + 0.5 * (s["theory"] or 0.0))
-        assert s["theory"] is None or 0.0 <= s["theory"] <= 1.0
+        term = theory_reward(s["theory_values"]) if s["theory_values"] else None  # all terms by default
+        assert run.theory_term(s) == term and (term is None or 0.0 <= term <= 1.0)
+        assert run.reward(s) == pytest.approx(s["score"] + 0.5 * (term or 0.0))
     # the pairs follow the composite reward: every chosen piece out-ranks every rejected one of its prompt
     rewards = {s["name"]: run.reward(s) for s in scores["samples"]}
     selections = run.preferences(0, scores)
@@ -348,5 +351,5 @@ def test_theory_terms_choose_what_the_reward_counts():
     config = load_dpo_recipe(None, ["theory_weight=1", "theory_terms=whole_bar_rests"])
     run = DPORun.__new__(DPORun)  # reward() reads only the config
     run.config = config
-    entry = {"score": 0.5, "theory": 0.9, "theory_values": {"whole_bar_rests": 0.05, "tonic_ending": 1.0}}
+    entry = {"score": 0.5, "theory_values": {"whole_bar_rests": 0.05, "tonic_ending": 1.0}}
     assert run.reward(entry) == pytest.approx(0.5 + 0.5)

@@ -315,8 +315,9 @@ class DPORun:
             if self.config.theory_weight > 0:
                 analysed = analyse_text(scoring_text(s["interleaved"], s["raw"]),
                                         Prompt.parse(s["prompt_key"]).instrumentation)
-                entry["theory"] = theory_reward(analysed["values"]) if "values" in analysed else None
-                entry["theory_values"] = analysed.get("values")  # for the per-metric report
+                # every theory value (None when the piece could not be analysed): the reward's term and the
+                # per-metric report are derived from them with the recipe's theory_terms
+                entry["theory_values"] = analysed.get("values")
             if index is not None:
                 try:
                     check = index.check(scoring_text(s["interleaved"], s["raw"]),
@@ -379,7 +380,7 @@ class DPORun:
             "stop_reasons": dict(Counter(e["stop_reason"] for e in entries)),
             "label_accuracy": {},
         }
-        theory = [e["theory"] for e in entries if e.get("theory") is not None]
+        theory = [t for t in map(self.theory_term, entries) if t is not None]
         if theory:  # the theory term of the reward, on the pieces that could be analysed
             report["theory"] = sum(theory) / len(theory)
             report["theory_se"] = standard_error(theory)
@@ -418,14 +419,16 @@ class DPORun:
                                               config.plagiarism_filter, 1.0 if cosine is None else cosine)
         return self._filters
 
+    def theory_term(self, entry: dict[str, Any]) -> float | None:
+        """The theory term of a scored sample (the recipe's `theory_terms`); None when it was not analysed."""
+        values = entry.get("theory_values")
+        return theory_reward(values, self.config.theory_terms) if values else None
+
     def reward(self, entry: dict[str, Any]) -> float:
-        """What pairs are chosen by: the encoder similarity, plus theory_weight × the theory term (of the recipe's
-        `theory_terms`) when scored."""
+        """What pairs are chosen by: the encoder similarity, plus theory_weight × the theory term when scored."""
         if self.config.theory_weight == 0:
             return entry["score"]
-        values = entry.get("theory_values")
-        theory = theory_reward(values, self.config.theory_terms) if values else entry.get("theory")
-        return entry["score"] + self.config.theory_weight * (theory or 0.0)
+        return entry["score"] + self.config.theory_weight * (self.theory_term(entry) or 0.0)
 
     def preferences(self, k: int, scores: dict[str, Any]) -> list[PromptPreferences]:
         """preferences.json of iteration k (reused when present)."""
@@ -617,13 +620,13 @@ REPORTED_THEORY = ("tonic_ending", "beat_triads", "parallel_fifths", "parallel_o
 
 
 def theory_metric_summary(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean, standard error and N of each reported theory metric over the samples that have a value."""
-    out = {}
-    for metric in REPORTED_THEORY:
-        values = [float(v) for e in entries if (v := (e.get("theory_values") or {}).get(metric)) is not None]
-        out[metric] = {"mean": sum(values) / len(values) if values else None,
-                       "se": standard_error(values) if len(values) >= 2 else None, "n": len(values)}
-    return out
+    """Mean, standard error and N of each reported theory metric over the samples that have a value (the theory
+    report's own summary)."""
+    from notagen.metrics.theory_report import summarise
+
+    metrics = summarise([{"values": e["theory_values"], "detail": {}} for e in entries
+                         if e.get("theory_values")]).metrics
+    return {metric: metrics[metric] for metric in REPORTED_THEORY}
 
 
 def acs_change(first: dict[str, Any], last: dict[str, Any]) -> tuple[float, float] | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from notagen.abc.text import prompt_lines
+from notagen.abc.text import header_lines, prompt_lines
 from notagen.errors import ConversionError, InputError, NotaGenError
 from notagen.instruments import (
     Instrument,
@@ -237,11 +237,12 @@ def _staff(part: Any, part_id: str) -> tuple[Staff, list[Bar]]:
     events: list[Event] = []
     # a tied note or chord waiting for its continuation, by voice and pitches
     open_ties: dict[tuple[int, tuple[int, ...]], Event] = {}
-    voice_ids = sorted({vid for m in measures for vid, _, _ in _voices(m) if vid}, key=_voice_order)
+    elements = [_voices(m) for m in measures]
+    voice_ids = sorted({vid for found in elements for vid, _, _ in found if vid}, key=_voice_order)
     voice_index = {vid: number for number, vid in enumerate(voice_ids)}
-    for index, m in enumerate(measures):
+    for index, (m, found) in enumerate(zip(measures, elements)):
         base = float(m.offset)
-        for voice_id, offset, element in sorted(_voices(m), key=lambda item: item[1]):
+        for voice_id, offset, element in sorted(found, key=lambda item: item[1]):
             voice = voice_index.get(voice_id, 0)
             length = float(element.duration.quarterLength)
             if length <= 0:
@@ -277,7 +278,7 @@ def parse_piece(text: str) -> Parsed:
         score = converter.parse(xml, format="musicxml")
     except Exception as error:  # music21 raises many unrelated exception types on odd MusicXML
         raise ConversionError(f"music21 cannot read the MusicXML: {type(error).__name__}: {error}") from error
-    header = [line for line in text.splitlines() if line.startswith(("%%score", "V:"))]
+    header = header_lines(text)  # not the body's `V:1` lines of standard ABC, which would replace the definitions
     instruments = voice_instruments(header)
     staves = [[instruments[vid] for vid in staff if vid in instruments] for staff in score_staves(header)]
     return parse_score(score, staves)
