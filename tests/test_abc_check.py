@@ -108,6 +108,7 @@ def test_the_valid_piece_is_valid():
     ("tie", "d4- d2 B2", "d4- c2 B2"),                                    # a tie to another pitch
     ("tie", "d4- d2 B2", "d4-- d2 B2"),                                   # a doubled tie
     ("tie", "d4- d2 B2", "Td4- d2 B2"),                                   # a trilled tie (abc2midi miscounts it)
+    ("token", "!fermata!G2 z2|[V:2]", "!fermata!G2 !trill!z2|[V:2]"),     # a trill on a rest (abc2midi keeps it)
     ("rhythm", "d4- d2 B2", "d4- d>d>B B"),                                # broken rhythm from a note ending one
     ("rhythm", "d4- d2 B2", "d4- !breath!d>B B2"),                          # a breath mark in a broken rhythm
     ("tie", "d4- d2 B2", "!breath!d4- d2 B2"),                            # a breath-marked note tied (abc2midi)

@@ -11,7 +11,7 @@ from notagen.config import BOS_ID, EOS_ID, VOCAB_SIZE, ModelConfig
 from notagen.generation import GenerationEngine, GenerationLimits, PieceRequest, SamplingSettings
 from notagen.generation.constraints import StrictDecoder, sample_strict
 from notagen.generation.postprocess import finish_text
-from notagen.judges import judge_abc
+from notagen.judges import abc2midi_verdict, judge_abc
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 
@@ -107,6 +107,25 @@ def test_ties_slurs_and_ranges():
     assert allowed(decoder, ",4") == {"4"}                                  # C1 would leave the bass's range
     last = PIECE[len(PROMPT):PIECE.index("[r:3/0]")] + "[r:3/0][V:1](3BAG (G4"
     assert ")" in allowed(feed(last), ")") and "|" not in allowed(feed(last), "|")   # slurs close by the end
+
+
+def test_a_trill_waits_for_a_note():
+    body = PIECE[len(PROMPT):PIECE.index("[r:1/2]")]
+    decoder = feed(body + "[r:1/2][V:1]c2 !trill!")
+    assert allowed(decoder, "dz[x") == {"d"}  # not a chord, and not a rest: abc2midi keeps that trill for every
+    #                                             later chord ("Rolls and trills not supported in chords")
+    assert allowed(feed(body + "[r:1/2][V:1]c2 !fermata!"), "dz[") == {"d", "z", "["}
+
+
+def test_a_trill_on_a_rest_is_what_abc2midi_refuses():
+    """The rule's reason, asked of abc2midi itself: a `!trill!` before a rest poisons every later chord."""
+    trilled_rest = PIECE.replace("[V:1]c2 d2 (e2 d2)", "[V:1]c2 !trill!z2 (e2 d2)")
+    verdict = abc2midi_verdict(trilled_rest)
+    if not verdict.available:
+        pytest.skip("abc2midi is not installed")
+    assert not verdict.accepted and any("trills" in problem for problem in verdict.problems)
+    assert abc2midi_verdict(PIECE).accepted
+    assert not check_abc(trilled_rest).valid
 
 
 def test_the_model_s_own_choices_are_kept_and_left_only_when_none_fits():

@@ -531,6 +531,9 @@ class VoiceReader:
             self.tie, self.tie_text = None, None
         if self.grace and (rest or pitches is None):
             problem = problem or ("grace", "grace notes before a rest")
+        if self.trill and (rest or pitches is None):
+            # abc2midi does not spend a `!trill!` on a rest: it stays set, and every later chord is an error
+            problem = problem or ("token", f"a trill or roll on the rest {token.text!r}")
         written = duration
         if self.tuplet_left:
             if self.tuplet_length is None:

@@ -773,8 +773,9 @@ class StrictDecoder:
             return False  # a one-letter decoration stands right before its note (abc2midi)
         if text in "^_=ABCDEFGabcdefg":
             return room and (not tie or target.startswith(text)) and self._partial_ok(text, reader)
-        if text in "zx":
-            return room and not tie and not reader.grace and reader.broken is None and self._partial_ok(text, reader)
+        if text in "zx":  # no trill on a rest: abc2midi would keep it for every later chord
+            return room and not tie and not reader.grace and not reader.trill and reader.broken is None \
+                and self._partial_ok(text, reader)
         if text == "[":
             if self.line_index == 0 and self.content_empty and not self.restated_key and not tie:
                 return True  # a chord, or `[K:…]` restating the header key
