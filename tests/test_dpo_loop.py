@@ -31,6 +31,7 @@ from notagen.dpo.loop import STATE_FILE, DPORun, acs_change, describe_change, dp
 from notagen.dpo.recipe import load_dpo_recipe
 from notagen.encoder import EncoderConfig, M3Model, save_encoder
 from notagen.errors import ConfigError, PromptError
+from notagen.metrics.theory import theory_reward
 from notagen.model import NotaGenModel
 from notagen.patchilizer import Patchilizer
 from notagen.prompt import Prompt
@@ -291,8 +292,6 @@ def test_theory_term_joins_the_reward(setup, finished):
     run = DPORun(load_dpo_recipe(None, overrides(setup, out, "theory_weight=0.5", "steps_per_iteration=0",
                                                  "final_eval=false")))
     scores = run.score(0)
-    from notagen.metrics.theory import theory_reward
-
     analysed = [s for s in scores["samples"] if s["theory_values"] is not None]
     assert analysed, "no sample could be analysed"
     for s in scores["samples"]:

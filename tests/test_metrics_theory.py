@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from notagen.abc.interleave import deinterleave
 from notagen.metrics.theory import METRIC_KEYS, analyse_text, chord_root, is_tertian, parse_piece, prompt_as_asked
 from notagen.metrics.theory_report import format_cell, real_baselines, summarise
 
@@ -252,8 +253,6 @@ def test_voices_sharing_a_staff_are_judged_by_their_own_ranges():
     assert {e.voice for e in piece.staves[1].events} == {0, 1}
     result = analyse_text(text, "Choral")
     assert result["values"]["out_of_range_notes"] == 0.0 and result["values"]["tonic_ending"] == 1.0
-    from notagen.abc.interleave import deinterleave
-
     standard = parse_piece(deinterleave(text))  # its body's bare `V:1` lines do not replace the definitions
     assert [[i.name for i in s.voice_instruments] for s in standard.staves] == [["Soprano", "Alto"], ["Tenor", "Bass"]]
     too_low = text.replace("[V:4]C, G,, A,, G,,", "[V:4]C, G,, A,, C,,,")  # C1: below any bass

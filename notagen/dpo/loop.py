@@ -59,6 +59,7 @@ from notagen.metrics.evaluate import format_mean, is_missing
 from notagen.metrics.evaluate import format_value as _cell
 from notagen.metrics.scores import acs, nearest_cosine, standard_error
 from notagen.metrics.theory import METRICS, analyse_text, theory_reward
+from notagen.metrics.theory_report import summarise
 from notagen.patchilizer import Patchilizer
 from notagen.prompt import Prompt, prompt_key, resolve_prompt
 from notagen.train.core import (
@@ -622,8 +623,6 @@ REPORTED_THEORY = ("tonic_ending", "beat_triads", "parallel_fifths", "parallel_o
 def theory_metric_summary(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Mean, standard error and N of each reported theory metric over the samples that have a value (the theory
     report's own summary)."""
-    from notagen.metrics.theory_report import summarise
-
     metrics = summarise([{"values": e["theory_values"], "detail": {}} for e in entries
                          if e.get("theory_values")]).metrics
     return {metric: metrics[metric] for metric in REPORTED_THEORY}
