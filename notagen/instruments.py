@@ -96,8 +96,8 @@ INSTRUMENTS: tuple[tuple[tuple[str, ...], Instrument], ...] = (
     (("tenor", "tenore", "tenorino"), _i("Tenor", "voice", 52, "voice.tenor", 48, 69)),
     (("baritone", "bariton"), _i("Baritone", "voice", 52, "voice.baritone", 45, 65, "bass")),
     (("bass", "basso", "bassus", "basse"), _i("Bass", "voice", 52, "voice.bass", 38, 62, "bass")),
-    (("voice", "voce", "singstimme", "gesang", "stimme", "vocal", "solo"), _i("Voice", "voice", 53, "voice.vocals",
-                                                                            45, 84)),
+    (("voice", "voce", "singstimme", "gesang", "stimme", "chant", "vocal", "solo"),
+     _i("Voice", "voice", 53, "voice.vocals", 45, 84)),
     (("choir", "chorus", "chor", "coro"), _i("Choir", "voice", 52, "voice.choir", 40, 81)),
 )
 
@@ -122,9 +122,10 @@ def by_name(name: str) -> Instrument | None:
     """The instrument a part name names (`"Violin I"` → Violin), or None when no keyword matches.
 
     Keywords are tried in table order, so `Violoncello` is a cello, `Double Bass` a contrabass and `Corno inglese`
-    an English horn. A continuo line ("Basso continuo") is played by cello and keyboard, not sung.
+    an English horn. A continuo line ("Basso continuo") is played by cello and keyboard, not sung. ABC's line-break
+    escape in a name (`nm="Chant\\nVoice"`, two lines on the page) separates words.
     """
-    lowered = name.lower().strip()
+    lowered = name.replace("\\n", " ").lower().strip()
     if not lowered:
         return None
     if "continuo" in lowered:

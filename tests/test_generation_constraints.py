@@ -178,6 +178,22 @@ def test_score_lines_put_at_most_four_voices_on_a_staff():
     assert score_line_ok("%%score { ( 1 2 ) ( 3 4 5 6", complete=False)
 
 
+def test_the_end_of_a_hairpin_or_pedal_may_close_a_bar():
+    """`!<)!`, `!>)!` and `!ped-up!` end a span after its last note and wait for no note; songs and quartets write
+    them right before the barline (the most common refusal of real Lieder before), and the judges accept that. Only
+    an open span may end (an unmatched end is what a model wrote into every full bar when any was allowed)."""
+    header = PIECE[len(PROMPT):PIECE.index("[r:0/3]")]
+    for begin, end in (("!<(!", "!<)!"), ("!>(!", "!>)!"), ("!ped!", "!ped-up!")):
+        decoder = feed(header + f"[r:0/1][V:1]{begin}B2 c2 d2 e2{end}")
+        assert allowed(decoder, "|!") == {"|"}, end                        # and no second end
+    assert allowed(feed(header + "[r:0/1][V:1]!<(!B2 c2 d2 e2!"), "<>fm") == {"<"}  # a dynamic needs a note
+    assert not allowed(feed(header + "[r:0/1][V:1]B2 c2 d2 e2"), "!")       # nothing open to end
+    assert allowed(feed(header + "[r:0/1][V:1]!<(!B2 c2 d2 !<"), "()") == {")"}  # `<` is open already
+    assert allowed(feed(header + "[r:0/1][V:1]!<(!(B2 c2 d2 e2!<)!"), ")") == {")"}  # a slur still closes after it
+    piece = "X:1\nL:1/8\nM:4/4\nK:C\nV:1 treble\n[V:1]!<(!c2 d2 e2 f2!<)!|!>(!g4 f4!>)!|!ped!c8!ped-up!|]\n"
+    assert check_abc(piece).valid and judge_abc(piece).accepted
+
+
 def test_part_names_come_from_the_known_names():
     header = PIECE[len(PROMPT):PIECE.index('V:1 treble nm="')]
     decoder = feed(header + 'V:1 treble nm="Vi')
@@ -186,3 +202,27 @@ def test_part_names_come_from_the_known_names():
     assert allowed(decoder, 'aioe"z ') == {"a", "i", "o"}                  # Viola, Violin, Violoncello
     decoder = feed(header + 'V:1 treble nm="Violin')
     assert allowed(decoder, '" 2x') == {'"', " "}                         # Violin, Violin 1 / 2 / I / II
+
+
+def test_minor_keys_in_the_training_scores_spelling():
+    """The training scores write `K:Amin`; allowing only `Am` steered `Ami` to `Amix` (a minor piece under a
+    mixolydian signature: none of 50 generated chorales was in minor, against 45 % of Bach's)."""
+    header = PIECE[len(PROMPT):PIECE.index("K:")]
+    decoder = feed(header + "K:Ami")
+    assert allowed(decoder, "nxz") == {"n", "x"}
+    decoder = feed(header + "K:Amin")
+    assert allowed(decoder, "\nx") == {"\n"}
+    assert allowed(feed(header + "K:Am"), "\ni") == {"\n", "i"}
+
+
+def test_the_song_collections_names_for_a_voice_are_known():
+    """OpenScore Lieder's two-line voice names (`\\n` is ABC's line break in a name): refused, they steered a model
+    that began "Singstimme" to "Soprano" and a choir; each must also name the voice to the theory report."""
+    from notagen.instruments import by_name
+    header = PIECE[len(PROMPT):PIECE.index('V:1 treble nm="')]
+    decoder = feed(header + 'V:1 treble nm="Si')
+    assert allowed(decoder, "noz") == {"n"}
+    for name in (r"Singstimme\nVoice", r"Chant\nVoice", r"Gesang\nVoice"):
+        decoder = feed(header + f'V:1 treble nm="{name}')
+        assert allowed(decoder, '"x') == {'"'}
+        assert by_name(name).name == "Voice"

@@ -21,6 +21,8 @@ def test_specific_names_win_over_general_ones():
     assert by_name("Violin I").name == "Violin" and by_name("Viola").name == "Viola"
     assert by_name("Klavier").family == "keyboard"
     assert by_name("Something else") is None
+    assert by_name(r"Chant\nVoice").name == "Voice"                        # ABC's line break separates words
+    assert by_name(r"Piano\nfor practice only").name == "Piano"
 
 
 def test_voice_definitions_give_names_and_clefs():

@@ -150,12 +150,14 @@ def _major_names() -> dict[str, int]:
 
 @lru_cache(maxsize=1)
 def key_values() -> frozenset[str]:
-    """Every `K:` value the constrained decoder may write: tonic + mode (`G`, `Em`, `Bbdor` …) with at most 7
-    sharps or flats."""
+    """Every `K:` value the constrained decoder may write: tonic + mode (`G`, `Em`, `Emin`, `Bbdor` …) with at most
+    7 sharps or flats. Minor is offered in both spellings: the training scores (converted from MusicXML) all write
+    `Amin`, and with only `Am` allowed a model that wrote `Ami` was steered to `Amix`, a minor piece under a
+    mixolydian signature."""
     values = set()
     for tonic, tonic_fifths in _major_names().items():
-        for suffix, mode in (("", "maj"), ("m", "min"), ("dor", "dor"), ("mix", "mix"), ("phr", "phr"),
-                             ("lyd", "lyd"), ("loc", "loc")):
+        for suffix, mode in (("", "maj"), ("m", "min"), ("min", "min"), ("dor", "dor"), ("mix", "mix"),
+                             ("phr", "phr"), ("lyd", "lyd"), ("loc", "loc")):
             if abs(tonic_fifths + MODE_FIFTHS[mode]) <= MAX_FIFTHS:
                 values.add(tonic + suffix)
     return frozenset(values)
@@ -245,6 +247,21 @@ KNOWN_DECORATIONS = frozenset({
     "xstem", "beambr1", "beambr2", "beamon", "stemless", "8va(", "8va)", "8vb(", "8vb)", "ped", "ped-up",
     "marcato", "^", "dot", "gmark", "invisible",
 })
+def span_of(name: str) -> str | None:
+    """The span a decoration opens or closes (`<(` and `crescendo)` → `<`, `ped-up` → `ped`); None for others."""
+    if name in ("ped", "ped-up"):
+        return "ped"
+    if name.endswith(("(", ")")):
+        return {"crescendo": "<", "diminuendo": ">"}.get(name[:-1], name[:-1])
+    return None
+
+
+def ends_a_span(name: str) -> bool:
+    """The end of a hairpin, trill, 8va or pedal (`<)`, `trill)`, `ped-up` …): written after the span's last note,
+    it waits for no note of its own, so it may close a bar (abc2midi and abcm2ps accept that)."""
+    return name.endswith(")") or name == "ped-up"
+
+
 SHORT_DECORATIONS = {".": "staccato", "~": "roll", "H": "fermata", "L": "accent", "M": "lowermordent",
                      "O": "coda", "P": "uppermordent", "S": "segno", "T": "trill", "u": "upbow", "v": "downbow",
                      "J": "slide", "R": "roll"}
@@ -332,6 +349,8 @@ class VoiceReader:
     """The last note ends a broken rhythm (abc2midi cannot start another one from it)."""
     last_trill: bool = False
     """The last note has a trill or roll (abc2midi counts a tied trilled note's length twice)."""
+    spans: frozenset[str] = frozenset()
+    """Hairpins, pedals, trills and 8va lines opened and not closed yet (`span_of`), across barlines."""
     events: list[Event] | None = None
 
     def copy(self) -> VoiceReader:
@@ -455,6 +474,12 @@ class VoiceReader:
             name = decoration_name(token)
             if kind == "decoration" and name not in KNOWN_DECORATIONS:
                 return "token", f"unknown decoration {token.text!r}"
+            span = span_of(name)
+            if ends_a_span(name):
+                self.spans = self.spans - {span}
+                return None  # it belongs to the note before: a slur may close after it, a barline follow
+            if span is not None:
+                self.spans = self.spans | {span}
             self.waiting += 1
             self.trill = self.trill or name in ("trill", "roll")
             self.staccato = self.staccato or name == "staccato"
@@ -667,6 +692,6 @@ def pitch_name(midi: int) -> str:
 
 
 __all__ = ["CLEFS", "Event", "KNOWN_DECORATIONS", "Key", "MAX_FIFTHS", "MODE_FIFTHS", "MusicError", "NO_KEY",
-           "VoiceReader", "bar_duration", "decoration_name", "default_unit", "diatonic_step", "is_notatable",
-           "key_values",
+           "VoiceReader", "bar_duration", "decoration_name", "default_unit", "diatonic_step", "ends_a_span",
+           "is_notatable", "key_values", "span_of",
            "meter_length", "midi_pitch", "parse_key", "pitch_name", "respell", "tuplet_time", "unit_length"]
