@@ -54,6 +54,7 @@ from notagen.dpo.preferences import (
 from notagen.dpo.recipe import DPOConfig, dump_dpo_recipe, keys_help, load_dpo_recipe
 from notagen.errors import ConfigError, InputError
 from notagen.formats import INTERLEAVED_ABC, RAW_ABC
+from notagen.generation.postprocess import ACCIDENTALS_DIRECTIVE
 from notagen.io import append_jsonl, atomic_write_json, atomic_write_text, content_hash
 from notagen.metrics.evaluate import format_mean, is_missing
 from notagen.metrics.evaluate import format_value as _cell
@@ -94,13 +95,15 @@ def _read_json(path: Path) -> Any:
 
 
 def scoring_text(interleaved: str | None, raw: str) -> str:
-    """The text a sample is embedded from: rest-unreduced interleaved ABC without `X:` (reference pieces have
-    none); the raw text without `[r:]` when unreducing failed. Prompt lines are dropped by the extractor."""
+    """The text a sample is embedded from: rest-unreduced interleaved ABC without `X:` and the accidentals directive
+    (reference pieces have neither); the raw text without `[r:]` when unreducing failed. Prompt lines are dropped by
+    the extractor."""
     if interleaved is None:
         from notagen.metrics.evaluate import normalise_generated
 
         return normalise_generated(raw)
-    return "".join(line for line in interleaved.splitlines(keepends=True) if not line.startswith("X:"))
+    return "".join(line for line in interleaved.splitlines(keepends=True)
+                   if not line.startswith("X:") and line.strip() != ACCIDENTALS_DIRECTIVE)
 
 
 class DPORun:

@@ -17,6 +17,10 @@ from notagen.generation.engine import GeneratedPiece, GenerationEngine, Generati
 from notagen.generation.sampling import SamplingSettings
 
 _UNREDUCE_ERRORS = (ValueError, IndexError, KeyError, ZeroDivisionError, ConversionError)
+# ABC 2.1 applies an accidental to later notes of the same pitch in the same octave, as abc2xml (so the MusicXML and
+# MIDI we write), abcm2ps and our reader do; abc2midi by default applies `^c` to every C of the bar in any octave
+# (it plays `^c2 C2` as two C sharps, and refuses a tie in `[E^e]-[E^e]`). The files we write say which rule holds.
+ACCIDENTALS_DIRECTIVE = "%%propagate-accidentals octave"
 
 
 @dataclass
@@ -84,6 +88,9 @@ def finish_text(text: str) -> FinishedText:
         return result
     if not interleaved.lstrip().startswith("X:"):
         interleaved = "X:1\n" + interleaved
+    if ACCIDENTALS_DIRECTIVE not in interleaved:
+        first, rest = interleaved.lstrip().split("\n", 1)
+        interleaved = f"{first}\n{ACCIDENTALS_DIRECTIVE}\n{rest}"
     result.interleaved = interleaved
     try:
         result.musicxml = set_instruments(abc_to_musicxml(interleaved))[0]
