@@ -247,6 +247,8 @@ KNOWN_DECORATIONS = frozenset({
     "xstem", "beambr1", "beambr2", "beamon", "stemless", "8va(", "8va)", "8vb(", "8vb)", "ped", "ped-up",
     "marcato", "^", "dot", "gmark", "invisible",
 })
+
+
 def span_of(name: str) -> str | None:
     """The span a decoration opens or closes (`<(` and `crescendo)` → `<`, `ped-up` → `ped`); None for others."""
     if name in ("ped", "ped-up"):

@@ -132,6 +132,12 @@ def _length_prefixes() -> dict[str, Fraction]:
     return smallest
 
 
+def _span_ok(decoration: str, open_spans: frozenset[str]) -> bool:
+    """A span's end only while it is open, its start only while it is not; other decorations always."""
+    span = span_of(decoration)
+    return span is None or (span in open_spans) == ends_a_span(decoration)
+
+
 def _header_patterns(state: tuple) -> regex.Pattern:
     """The header lines allowed next, as one pattern for partial matching (cached per header state)."""
     return _compile_header(*state)
@@ -846,9 +852,8 @@ class StrictDecoder:
                 return False  # no trill while a tie waits (the tied note may be a chord, which cannot have one)
             if reader.broken is not None and "breath".startswith(name[:6]) and name:
                 return False  # no breath mark on a broken rhythm's second note (abc2midi cannot apply it)
-            options = [option for option in (DECORATIONS if self.ends.room(reader.elapsed) >= self.grid
-                                              or reader.tuplet_left else SPAN_ENDS)
-                       if (span_of(option) in reader.spans) == ends_a_span(option) or span_of(option) is None]
+            room = self.ends.room(reader.elapsed) >= self.grid or reader.tuplet_left
+            options = [option for option in (DECORATIONS if room else SPAN_ENDS) if _span_ok(option, reader.spans)]
             if name.endswith("!"):
                 return name[:-1] in options
             return any(option.startswith(name) for option in options)
