@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Literal
 
 from notagen.abc.interleave import interleave, is_interleaved, is_rest_reduced, rest_unreduce
-from notagen.abc.text import BARLINES, clean_abc, is_comment_line, strip_prompt_lines, strip_stream_annotations
+from notagen.abc.text import (
+    BARLINES,
+    clean_abc,
+    declare_octave_accidentals,
+    is_comment_line,
+    strip_prompt_lines,
+    strip_stream_annotations,
+)
 from notagen.errors import ConversionError, InputError
 from notagen.io import atomic_write_bytes, atomic_write_text
 from notagen.limits import check_archive, check_input_size, cli_limits, run_limited, scan_abc, scan_musicxml
@@ -557,7 +564,7 @@ def convert_file(input: Path, output: Path, interleaved: bool = False, tune: int
         lossy = [note for note in result.changes if note.startswith("abc2xml changed")]
         if verify and lossy:
             raise ConversionError(f"{input}: not written: {lossy[0]}")
-        atomic_write_text(output, result.text)
+        atomic_write_text(output, declare_octave_accidentals(result.text))
         kind = "interleaved ABC" if interleaved else "standard ABC"
         return _report(output, f"{kind}, {check.summary()}" if check is not None else f"{kind}, not verified",
                        result.changes + (check.warnings if check is not None else []))

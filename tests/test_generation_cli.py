@@ -171,8 +171,8 @@ def test_continuation_numbers_the_given_lines(tmp_path):
 def test_finished_files_say_that_an_accidental_holds_in_its_octave():
     """abc2midi carries `^e` to the E an octave below unless told otherwise, and then finds no note for this tie
     (found by random-weight pieces); the files we write say the ABC 2.1 rule that abc2xml and our reader use."""
+    from notagen.abc.text import ACCIDENTALS_DIRECTIVE
     from notagen.dpo.loop import scoring_text
-    from notagen.generation.postprocess import ACCIDENTALS_DIRECTIVE
     from notagen.judges import abc2midi_verdict
     text = "L:1/8\nM:2/2\nK:Cdor\nV:1\n[r:0/0][V:1]C2 [E^e]-[E^e] G4|]\n"
     finished = finish_text(text)

@@ -27,6 +27,23 @@ _STREAM_ANNOTATION = re.compile(r"^\[r:[^\]]*\]", re.MULTILINE)
 MAX_ANNOTATION_CHARS = 40
 
 
+# ABC 2.1 applies an accidental to later notes of the same pitch in the same octave, as abc2xml (so the MusicXML and
+# MIDI we write), abcm2ps and our reader do; abc2midi by default applies `^c` to every C of the bar in any octave
+# (it plays `^c2 C2` as two C sharps, and refuses a tie in `[E^e]-[E^e]`). The ABC files we write say which rule holds.
+ACCIDENTALS_DIRECTIVE = "%%propagate-accidentals octave"
+
+
+def declare_octave_accidentals(text: str) -> str:
+    """`text` with ACCIDENTALS_DIRECTIVE after its `X:` line (at the top when it has none); unchanged if present."""
+    if ACCIDENTALS_DIRECTIVE in text:
+        return text
+    text = text.lstrip()
+    if text.startswith("X:"):
+        first, _, rest = text.partition("\n")
+        return f"{first}\n{ACCIDENTALS_DIRECTIVE}\n{rest}"
+    return f"{ACCIDENTALS_DIRECTIVE}\n{text}"
+
+
 def ascii_fold(text: str) -> str:
     """Fold to ASCII with unidecode (the model one-hots 128 byte classes; anything ≥ 128 would crash it)."""
     return unidecode(text)

@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 
 from notagen import __version__
+from notagen.abc.text import ACCIDENTALS_DIRECTIVE
 from notagen.checkpoint import load_checkpoint, save_checkpoint
 from notagen.dpo.loss import dpop_loss
 from notagen.dpo.preferences import (
@@ -54,7 +55,6 @@ from notagen.dpo.preferences import (
 from notagen.dpo.recipe import DPOConfig, dump_dpo_recipe, keys_help, load_dpo_recipe
 from notagen.errors import ConfigError, InputError
 from notagen.formats import INTERLEAVED_ABC, RAW_ABC
-from notagen.generation.postprocess import ACCIDENTALS_DIRECTIVE
 from notagen.io import append_jsonl, atomic_write_json, atomic_write_text, content_hash
 from notagen.metrics.evaluate import format_mean, is_missing
 from notagen.metrics.evaluate import format_value as _cell

@@ -17,10 +17,6 @@ from notagen.generation.engine import GeneratedPiece, GenerationEngine, Generati
 from notagen.generation.sampling import SamplingSettings
 
 _UNREDUCE_ERRORS = (ValueError, IndexError, KeyError, ZeroDivisionError, ConversionError)
-# ABC 2.1 applies an accidental to later notes of the same pitch in the same octave, as abc2xml (so the MusicXML and
-# MIDI we write), abcm2ps and our reader do; abc2midi by default applies `^c` to every C of the bar in any octave
-# (it plays `^c2 C2` as two C sharps, and refuses a tie in `[E^e]-[E^e]`). The files we write say which rule holds.
-ACCIDENTALS_DIRECTIVE = "%%propagate-accidentals octave"
 
 
 @dataclass
@@ -70,7 +66,7 @@ def finish_text(text: str) -> FinishedText:
     """Post-process one generated text; never raises for bad music (the reason goes to `error`)."""
     from notagen.abc.check import check_abc
     from notagen.abc.interleave import deinterleave, rest_unreduce
-    from notagen.abc.text import strip_prompt_lines
+    from notagen.abc.text import declare_octave_accidentals, strip_prompt_lines
     from notagen.convert import abc_to_musicxml
     from notagen.render import set_instruments
 
@@ -88,9 +84,7 @@ def finish_text(text: str) -> FinishedText:
         return result
     if not interleaved.lstrip().startswith("X:"):
         interleaved = "X:1\n" + interleaved
-    if ACCIDENTALS_DIRECTIVE not in interleaved:
-        first, rest = interleaved.lstrip().split("\n", 1)
-        interleaved = f"{first}\n{ACCIDENTALS_DIRECTIVE}\n{rest}"
+    interleaved = declare_octave_accidentals(interleaved)
     result.interleaved = interleaved
     try:
         result.musicxml = set_instruments(abc_to_musicxml(interleaved))[0]
