@@ -8,6 +8,7 @@ from abctoolkit.utils import extract_barline_and_bartext_dict
 
 from notagen.abc.interleave import (
     check_alignment,
+    define_voices_in_order,
     deinterleave,
     interleave,
     is_rest_reduced,
@@ -181,3 +182,17 @@ def test_parse_interleaved_with_stream_annotations_and_prompt(chorale):
     annotated = "%Baroque\n%Bach, Johann Sebastian\n%Choral\n%end\n" + header + "".join(
         f"[r:{i}/0]{line}\n" for i, line in enumerate(("[V:1]" + body).splitlines()))
     assert parse_interleaved(annotated).voices == parse_interleaved(interleaved).voices
+
+
+def test_voices_are_defined_in_number_order_for_abc2midi():
+    """xml2abc defines a piano's second voice before its bass staff (`V:4` before `V:3`), as `%%score` orders them;
+    abc2midi then merges voices ("V:4 out of sequence, treating as V:2"). In number order all judges accept it and
+    `%%score` still puts V:4 on the treble staff."""
+    from notagen.judges import abc2midi_verdict
+    text = ("X:1\n%%score 1 { ( 2 4 ) | 3 }\nL:1/8\nM:3/4\nK:F\nV:1 treble nm=\"Voice\"\nV:2 treble nm=\"Piano\"\n"
+            "V:4 treble\nV:3 bass\n[V:1]A4 c2|[V:2][FA]6|[V:3]F,6|[V:4]C6|\n"
+            "[V:1]f6|][V:2][Ac]6|][V:3]F,,6|][V:4]F6|]\n")
+    ordered = define_voices_in_order(text)
+    assert ordered == text.replace("V:4 treble\nV:3 bass", "V:3 bass\nV:4 treble")
+    assert define_voices_in_order(ordered) == ordered
+    assert not abc2midi_verdict(text).accepted and abc2midi_verdict(ordered).accepted

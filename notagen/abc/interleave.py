@@ -354,6 +354,24 @@ def _sort_voice_ids(ids: list[str]) -> list[str]:
     return sorted(ids, key=int) if all(vid.isdigit() for vid in ids) else ids
 
 
+def define_voices_in_order(text: str) -> str:
+    """`text` with its header's numbered `V:` definitions in number order, each line unchanged.
+
+    xml2abc (so the training scores, so a model) defines voices in `%%score` order, `V:4` before `V:3` for
+    `%%score 1 { ( 2 4 ) | 3 }`; abc2midi then warns "V:4 out of sequence, treating as V:2" and merges voices.
+    `%%score` alone places them, so abcm2ps and abc2xml read the reordered text as before."""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith("[") or "[V:" in line), len(lines))
+    places = [i for i in range(start) if _VOICE_LINE.match(lines[i])]
+    ids = [_VOICE_LINE.match(lines[i]).group(1) for i in places]
+    if not all(vid.isdigit() for vid in ids) or ids == sorted(ids, key=int):
+        return text
+    ordered = sorted((lines[i] for i in places), key=lambda line: int(_VOICE_LINE.match(line).group(1)))
+    for place, line in zip(places, ordered):
+        lines[place] = line
+    return "\n".join(lines)
+
+
 def rest_unreduce(reduced_interleaved: str) -> str:
     """Re-insert the voices a rest-reduced interleaved text omits (the official code's semantics).
 

@@ -65,7 +65,7 @@ def format_problems(text: str) -> list[str]:
 def finish_text(text: str) -> FinishedText:
     """Post-process one generated text; never raises for bad music (the reason goes to `error`)."""
     from notagen.abc.check import check_abc
-    from notagen.abc.interleave import deinterleave, rest_unreduce
+    from notagen.abc.interleave import define_voices_in_order, deinterleave, rest_unreduce
     from notagen.abc.text import declare_octave_accidentals, strip_prompt_lines
     from notagen.convert import abc_to_musicxml
     from notagen.render import set_instruments
@@ -84,7 +84,7 @@ def finish_text(text: str) -> FinishedText:
         return result
     if not interleaved.lstrip().startswith("X:"):
         interleaved = "X:1\n" + interleaved
-    interleaved = declare_octave_accidentals(interleaved)
+    interleaved = declare_octave_accidentals(define_voices_in_order(interleaved))
     result.interleaved = interleaved
     try:
         result.musicxml = set_instruments(abc_to_musicxml(interleaved))[0]
