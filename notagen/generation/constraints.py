@@ -145,7 +145,7 @@ def _header_patterns(state: tuple) -> regex.Pattern:
 
 @lru_cache(maxsize=256)
 def _compile_header(want_end: bool, score: bool, unit: bool, meter: bool, tempo: bool, key: bool,
-                    next_voice: int | None) -> regex.Pattern:
+                    next_voice: str | None) -> regex.Pattern:
     options = []
     if want_end:
         options.append("%end")
@@ -159,7 +159,7 @@ def _compile_header(want_end: bool, score: bool, unit: bool, meter: bool, tempo:
         if key:
             options.append("K:(?:" + "|".join(sorted(map(re.escape, key_values()), key=len, reverse=True)) + ")")
         if next_voice is not None:
-            options.append(rf'V:{next_voice}(?: {CLEF})?(?: nm="{NAME}")?(?: snm="{SHORT_NAME}")? ?')
+            options.append(rf'V:{re.escape(next_voice)}(?: {CLEF})?(?: nm="{NAME}")?(?: snm="{SHORT_NAME}")? ?')
     return regex.compile("|".join(f"(?:{option})" for option in options) or "(?!)")
 
 
@@ -209,6 +209,7 @@ def score_line_ok(line: str, complete: bool) -> bool:
         if in_staff is not None and in_staff > MAX_STAFF_VOICES:
             return []
         top = min(base + 2 * MAX_STAFF_VOICES - 1, MAX_VOICES) if brace_used else base
+
         def fits(n: int) -> bool:
             used = brace_used | {n}
             # the numbers left out still fit, and a second staff (still to begin) will find a number
@@ -538,7 +539,7 @@ class StrictDecoder:
         if key and len(self.voices) < MAX_VOICES and (
                 self.score_ids is None or len(self.voices) < len(self.score_ids)):
             # voices are defined in the order `%%score` names them (the training scores' order)
-            next_voice = len(self.voices) + 1 if self.score_ids is None else int(self.score_ids[len(self.voices)])
+            next_voice = str(len(self.voices) + 1) if self.score_ids is None else self.score_ids[len(self.voices)]
         fields = not key and not self.voices
         return (self.prompt_lines > 0 and "end" not in seen, "score" not in seen and fields and not seen & {"L", "M",
                 "Q"}, fields and "L" not in seen, fields and "M" not in seen, fields and "Q" not in seen,
