@@ -20,6 +20,7 @@ from notagen.abc.music import bar_duration, meter_length, unit_length
 from notagen.abc.text import (
     BARLINE_RE,
     BARLINES,
+    body_start,
     first_field,
     fraction_text,
     is_comment_line,
@@ -350,7 +351,8 @@ def score_voice_groups(header: list[str]) -> list[list[str]]:
     return groups
 
 
-def _sort_voice_ids(ids: list[str]) -> list[str]:
+def voice_number_order(ids: list[str]) -> list[str]:
+    """Voice ids in number order when all are numbers (as interleaved bodies write them), else as given."""
     return sorted(ids, key=int) if all(vid.isdigit() for vid in ids) else ids
 
 
@@ -361,14 +363,11 @@ def define_voices_in_order(text: str) -> str:
     `%%score 1 { ( 2 4 ) | 3 }`; abc2midi then warns "V:4 out of sequence, treating as V:2" and merges voices.
     `%%score` alone places them, so abcm2ps and abc2xml read the reordered text as before."""
     lines = text.split("\n")
-    start = next((i for i, line in enumerate(lines) if line.startswith("[") or "[V:" in line), len(lines))
-    places = [i for i in range(start) if _VOICE_LINE.match(lines[i])]
-    ids = [_VOICE_LINE.match(lines[i]).group(1) for i in places]
-    if not all(vid.isdigit() for vid in ids) or ids == sorted(ids, key=int):
-        return text
-    ordered = sorted((lines[i] for i in places), key=lambda line: int(_VOICE_LINE.match(line).group(1)))
-    for place, line in zip(places, ordered):
-        lines[place] = line
+    places = [i for i in range(body_start(lines)) if _VOICE_LINE.match(lines[i])]
+    definitions = {_VOICE_LINE.match(lines[i]).group(1): lines[i] for i in places}
+    ordered = voice_number_order(list(definitions))
+    for place, vid in zip(places, ordered):
+        lines[place] = definitions[vid]
     return "\n".join(lines)
 
 
@@ -391,7 +390,7 @@ def rest_unreduce(reduced_interleaved: str) -> str:
         for vid in _INLINE_VOICE.findall(line):
             if vid not in order:
                 order.append(vid)
-    order = _sort_voice_ids(order)
+    order = voice_number_order(order)
     unit = unit_length(first_field(header, "L"))
     meter_text = first_field(header, "M")
     meter = meter_length(meter_text)

@@ -40,6 +40,7 @@ import regex
 import torch
 from torch import Tensor
 
+from notagen.abc.interleave import voice_number_order
 from notagen.abc.lexer import Lexer, Token, chord_members, is_prefix, length_value, note_parts
 from notagen.abc.music import (
     GRACE_SHARE,
@@ -642,8 +643,7 @@ class StrictDecoder:
                                        shift=octave_shift(definitions.get(vid, "")))
         self.readers = readers
         # body lines give the voices in number order, also when `%%score` (and so the header) has them otherwise
-        numbered = all(vid.isdigit() for vid in self.voices)
-        self.body_order = sorted(self.voices, key=int) if numbered else list(self.voices)
+        self.body_order = voice_number_order(list(self.voices))
         self.phase = "line_start"
 
     # -- lines -------------------------------------------------------------------------------------------------
