@@ -271,3 +271,48 @@ def test_the_song_collections_names_for_a_voice_are_known():
         decoder = feed(header + f'V:1 treble nm="{name}')
         assert allowed(decoder, '"x') == {'"'}
         assert by_name(name).name == "Voice"
+
+
+def test_a_voice_may_open_line_zero_with_the_header_signature_as_the_training_scores_name_it():
+    """xml2abc names each part's key, so a minor chorale's lower voices open with the relative major (`K:Emin`,
+    `[V:2][K:G] G,2`: 129 of the 340 training chorales). Only `[K:Emin]` was offered, and only before the `[` was
+    read, so the decoder steered a model that began `[K:` into a chord; any major or minor name of the header's
+    signature is allowed now, at the start of line 0 only."""
+    piece = PIECE[len(PROMPT):].replace("K:G\n", "K:Emin\n").replace("[V:2]G,2|", "[V:2][K:G] G,2|")
+    decoder = feed(piece)
+    assert decoder.disabled is None and decoder.remaining_lines == 0
+    assert check_abc(PROMPT + piece).valid
+    finished = finish_text(PROMPT + piece)
+    assert finished.valid and judge_abc(finished.interleaved).accepted
+    line_zero = piece[:piece.index("[V:2]") + len("[V:2]")]
+    assert allowed(feed(line_zero + "["), "KG") == {"K", "G"}
+    assert allowed(feed(line_zero + "[K:"), "GEDCAB") == {"G", "E"}        # G, Em / Emin: one sharp; not D, C …
+    later = piece[:piece.index("[r:1/2]") + len("[r:1/2][V:1]")]
+    assert allowed(feed(later + "["), "Kc") == {"c"}                      # no inline key after line 0
+
+
+def test_the_training_scores_meters_and_tempos_are_offered():
+    """Palestrina's pieces are in 4/2 (1,055 of 1,159) and 6/8 tunes give their tempo in dotted quarters
+    (`Q:3/8=120`, 383 training scores): both were refused in the header, so every Palestrina piece was steered into
+    another meter (its bars halved) and a 6/8 tune's tempo into a plain beat."""
+    assert allowed(feed("%end\nL:1/8\nM:4/"), "2348") == {"2", "4"}          # 4/2 and 4/4
+    assert allowed(feed("%end\nL:1/8\nQ:"), "1357") == {"1", "3"}
+    assert allowed(feed("%end\nL:1/8\nQ:3/"), "2468") == {"4", "8"}           # dotted half or quarter beats
+    piece = PROMPT + """%end
+%%score [ 1 | 2 ]
+L:1/8
+Q:1/2=80
+M:4/2
+K:F
+V:1 treble nm="Soprano" snm="S."
+V:2 bass nm="Bass" snm="B."
+[r:0/1][V:1]c8 A4 B4|[V:2]F,8 F,4 D,4|
+[r:1/0][V:1]!fermata!c16|][V:2]!fermata!F,16|]
+"""
+    decoder = feed(piece[len(PROMPT):])
+    assert decoder.disabled is None and decoder.remaining_lines == 0
+    finished = finish_text(piece)
+    assert finished.valid and judge_abc(finished.interleaved, finished.musicxml).accepted
+    tune = PROMPT + "%end\nL:1/8\nQ:3/8=112\nM:6/8\nK:D\nV:1 treble\n[r:0/1][V:1]d2 e f2 g|\n[r:1/0][V:1]a3 d3|]\n"
+    assert feed(tune[len(PROMPT):]).disabled is None
+    assert judge_abc(finish_text(tune).interleaved).accepted

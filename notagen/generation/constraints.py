@@ -5,8 +5,9 @@
 the sampler which characters may come next. It enforces, while sampling, every rule of `notagen.abc.check`, and a
 few more that keep abc2midi, abcm2ps and MIDI readers silent:
 
-* the header: `%end` after the prompt, `%%score`, `L:` (1/4, 1/8, 1/16), `M:` (common meters), `Q:`, `K:` (keys of
-  at most 7 sharps or flats), then `V:1 … V:n` in order, with a clef and names; the prompt is not written again;
+* the header: `%end` after the prompt, `%%score`, `L:` (1/4, 1/8, 1/16), `M:` (the training scores' meters), `Q:`
+  (a plain or dotted beat), `K:` (keys of at most 7 sharps or flats), then `V:1 … V:n` in order, with a clef and
+  names; the prompt is not written again;
 * the stream counters: `[r:i/j]` counts lines up and down exactly, so line 0 fixes the piece's length (within
   `--max-bars`), and the piece ends (the EOS patch) right after its `[r:…/0]` line;
 * each bar of each voice lasts the meter; only line 0 may be shorter (a pickup, chosen by its first voice), and
@@ -14,7 +15,8 @@ few more that keep abc2midi, abcm2ps and MIDI readers silent:
 * well-formed tokens only: notes, rests, chords (one length), ties to the same written note (even across a
   barline; a tied voice cannot be left out of the next line), slurs (closed by the end), tuplets `(2 (3 (4 (6` of
   equal notes, grace groups before a note, `>` broken rhythm, known decorations, `"^…"`/`"_…"` annotations; no
-  inline field except restating the header key at the start of line 0; lengths one note head can show;
+  inline field except, at the start of line 0, a key of the header's signature (the training scores name the
+  lower voices' key of a minor piece by its relative major); lengths one note head can show;
 * every note inside its part's range (`notagen.instruments`);
 * one barline per line for every voice: `|`, `||`, repeats `|:` `:|` `::` (properly opened and closed, and none
   when the piece has a pickup, which abc2midi miscounts), and `|]` (or `:|`) at the end;
@@ -64,7 +66,9 @@ from notagen.instruments import octave_shift, voice_instruments
 CHECKED = 16
 """Candidates examined when the sampler keeps all characters (top-k 0)."""
 
-METERS = ("2/4", "3/4", "4/4", "C", "C|", "2/2", "3/2", "6/8", "9/8", "12/8", "3/8", "6/4", "5/4", "5/8", "7/8")
+# The meters of the training scores (4/2: 1,055 of Palestrina's 1,159 pieces; refused, every bar of theirs was halved).
+METERS = ("2/4", "3/4", "4/4", "C", "C|", "2/2", "3/2", "4/2", "6/8", "9/8", "12/8", "3/8", "6/4", "5/4", "5/8",
+          "7/8")
 UNITS = ("1/8", "1/4", "1/16")
 TUPLETS = {"2": 3, "3": 2, "4": 3, "6": 2}  # p → q
 # The decorations the decoder writes. Hairpins (`!<(!` … `!<)!`), accents `!>!` and pedal marks are among the
@@ -139,6 +143,17 @@ def _span_ok(decoration: str, open_spans: frozenset[str]) -> bool:
     return span is None or (span in open_spans) == ends_a_span(decoration)
 
 
+@lru_cache(maxsize=64)
+def _restatements(key_text: str) -> tuple[str, ...]:
+    """The inline `[K:…]` fields a voice may open line 0 with: the header's signature, named as a major or minor key.
+    The training scores write the relative major in the lower voices of a minor piece (`K:Gmin`, `[V:2][K:Bb]`:
+    xml2abc names each part's key); when only `[K:Gmin]` was offered, a model that began `[K:` was steered into a
+    chord (`[G,C]`) and wrote the voice after a start no score has."""
+    fifths = parse_key(key_text).fifths
+    return tuple(f"[K:{value}]" for value in sorted(key_values())
+                 if not value.endswith(("dor", "mix", "phr", "lyd", "loc")) and parse_key(value).fifths == fifths)
+
+
 def _header_patterns(state: tuple) -> regex.Pattern:
     """The header lines allowed next, as one pattern for partial matching (cached per header state)."""
     return _compile_header(*state)
@@ -156,7 +171,8 @@ def _compile_header(want_end: bool, score: bool, unit: bool, meter: bool, tempo:
         if meter:
             options.append("M:(?:" + "|".join(map(re.escape, METERS)) + ")")
         if tempo:
-            options.append(r"Q:1/(?:2|4|8)=[1-9]\d{1,2}")
+            # a beat of a half, quarter or eighth note, or a dotted one (`Q:3/8=` in 6/8: 383 of the training scores)
+            options.append(r"Q:(?:1/(?:2|4|8)|3/(?:4|8))=[1-9]\d{1,2}")
         if key:
             options.append("K:(?:" + "|".join(sorted(map(re.escape, key_values()), key=len, reverse=True)) + ")")
         if next_voice is not None:
@@ -391,6 +407,8 @@ class StrictDecoder:
         self.lexer = Lexer()
         self.ends = _Ends()
         self.content_empty = True
+        self.token_opens_bar = False
+        """The pending token is the first of the voice's bar (where line 0 may restate the key)."""
         self.needs_left = False
         self.restated_key = False
         self.previous = ""
@@ -752,6 +770,7 @@ class StrictDecoder:
         self.written = self.written + (vid,)
         self.lexer = Lexer()
         self.content_empty = True
+        self.token_opens_bar = False
         self.restated_key = False
         self.previous = ""
         first = len(self.written) == 1
@@ -787,6 +806,7 @@ class StrictDecoder:
             if not self._close_token() or not is_prefix(text) or not self._start_ok(text, reader):
                 return False
             self.lexer.feed(text)
+            self.token_opens_bar = self.content_empty
             self.content_empty = False
         self.previous = text
         return True
@@ -983,7 +1003,8 @@ class StrictDecoder:
 
     def _partial_bracket(self, text: str, reader: VoiceReader) -> bool:
         if len(text) >= 2 and text[1] == "K":
-            return f"[K:{self.key_text}]".startswith(text) and self.line_index == 0 and self.content_empty
+            return self.line_index == 0 and self.token_opens_bar and any(
+                option.startswith(text) for option in _restatements(self.key_text))
         closed = "]" in text
         inside = text[1:text.index("]")] if closed else text[1:]
         if reader.tie is not None:  # the tied chord, written again exactly (then its length)
