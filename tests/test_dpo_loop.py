@@ -337,7 +337,11 @@ def test_theory_reward_orders_a_cadence_above_its_absence():
     assert theory_reward({"tonic_ending": None}) is None
     # one term alone: the reward is that term's score
     assert theory_reward(bad, ["whole_bar_rests"]) == 1.0 and theory_reward(bad, ["tonic_ending"]) == 0.0
-    assert theory_reward(bad, ["parallels"]) == 0.0 and theory_reward(good, ["parallels"]) == pytest.approx(0.97)
+    assert theory_reward(bad, ["parallels"]) == pytest.approx(10 / 21) and \
+        theory_reward(good, ["parallels"]) == pytest.approx(10 / 10.3)
+    # far above real music, fewer parallels still score higher (a score flat at 0 gave DPO no pairs)
+    many, more = ({**bad, "parallel_fifths": fifths, "parallel_octaves": 10.0} for fifths in (10.0, 20.0))
+    assert theory_reward(more, ["parallels"]) < theory_reward(many, ["parallels"]) < theory_reward(bad, ["parallels"])
 
 
 def test_theory_terms_choose_what_the_reward_counts():

@@ -740,16 +740,21 @@ REWARD_TERMS = ("tonic_ending", "beat_triads", "instrumentation_fit", "parallels
 
 def theory_reward(values: dict[str, float | None], terms: Sequence[str] = REWARD_TERMS) -> float | None:
     """One number in [0, 1] from a piece's theory values, higher for what a musician accepts: the mean of its
-    tonic ending, triad/seventh beat-chord share, instrumentation fit, and penalties that reach 0 at 10 parallel
-    5ths + 8ves per 100 beats, at 10 % whole-bar rests and for any note outside a part's range (`terms` picks some
-    of them). Metrics a piece does not have (a single line has no chords) are left out; None when none applies."""
+    tonic ending, triad/seventh beat-chord share, instrumentation fit, a parallels score of 10 / (10 + parallel
+    5ths + 8ves per 100 beats), and penalties that reach 0 at 10 % whole-bar rests and for any note outside a
+    part's range (`terms` picks some of them). Metrics a piece does not have (a single line has no chords) are left
+    out; None when none applies.
+
+    The parallels score never flattens (1 at none, 1/2 at 10, 1/3 at 20 per 100 beats): a score that reached 0 at 10
+    gave most of a weak model's chorales (15 per 100 beats on average) the same 0, so DPO had no pairs to learn
+    fewer parallels from, and they rose."""
     scores: dict[str, float] = {}
     for key in ("tonic_ending", "beat_triads", "instrumentation_fit"):
         if values.get(key) is not None:
             scores[key] = float(values[key])
     fifths, octaves = values.get("parallel_fifths"), values.get("parallel_octaves")
     if fifths is not None and octaves is not None:
-        scores["parallels"] = 1.0 - min(1.0, (fifths + octaves) / 10.0)
+        scores["parallels"] = 10.0 / (10.0 + fifths + octaves)
     if values.get("whole_bar_rests") is not None:
         scores["whole_bar_rests"] = 1.0 - min(1.0, 10.0 * float(values["whole_bar_rests"]))
     if values.get("out_of_range_pieces") is not None:
