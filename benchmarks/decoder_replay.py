@@ -24,8 +24,8 @@ from tqdm import tqdm
 from notagen.abc.text import body_start
 from notagen.config import EOS_ID
 from notagen.data.dataset import ScoreDataset
-from notagen.generation.constraints import StrictDecoder
-from notagen.patchilizer import Patchilizer, add_stream_annotations, split_lines
+from notagen.generation.constraints import StrictDecoder, write_through
+from notagen.patchilizer import add_stream_annotations, split_lines
 
 RESULTS = Path(__file__).parent / "results" / "decoder_replay.json"
 
@@ -38,26 +38,15 @@ def first_refusal(text: str) -> tuple[float, tuple[str, str, str] | None]:
     # the prompt is given (as `notagen generate` gives it); the decoder writes from `%end` on
     prompt_end = next((index for index, line in enumerate(lines) if line.startswith("%end")), 0)
     start = body_start(lines)
-    annotated = "".join(lines[:start] + add_stream_annotations(lines[start:]))
     context = "".join(lines[:prompt_end])
+    piece = "".join(lines[prompt_end:start] + add_stream_annotations(lines[start:]))
     decoder = StrictDecoder(context)
-    patchilizer = Patchilizer(patch_length=1 << 20)
-    skip = 1 + sum(len(patchilizer.unit_to_patches(line)) for line in lines[:prompt_end])
-    written = ""
-    patches = patchilizer.encode_generate(annotated)[skip:]
-    total = sum(1 for patch in patches for char in patch if char > EOS_ID)
-    for patch in patches:
-        for position, char in enumerate(patch):
-            if char == 0:
-                break
-            if not decoder.allows(char, position):
-                done = sum(1 for char in written if char != "¶") / max(total, 1)
-                return done, (written[-50:], chr(char) if char > EOS_ID else "<EOS>", decoder.phase)
-            decoder.accept(char, position)
-            written += chr(char) if char > EOS_ID else "¶"
-            if char == EOS_ID:
-                break
-    return 1.0, None
+    written, refused = write_through(decoder, context, piece)
+    if refused is None:
+        return 1.0, None
+    before = "".join(chr(char) if char > EOS_ID else "¶" for char in written[-50:])
+    shown = chr(refused) if refused > EOS_ID else "<EOS>"
+    return sum(char > EOS_ID for char in written) / len(piece), (before, shown, decoder.phase)
 
 
 def main() -> None:

@@ -59,9 +59,10 @@ from notagen.abc.music import (
     span_of,
     unit_length,
 )
-from notagen.config import BOS_ID, EOS_ID
+from notagen.config import BOS_ID, EOS_ID, PAD_ID
 from notagen.generation.sampling import SamplingSettings, filtered_distribution, pick, sample
 from notagen.instruments import octave_shift, voice_instruments
+from notagen.patchilizer import Patchilizer
 
 CHECKED = 16
 """Candidates examined when the sampler keeps all characters (top-k 0)."""
@@ -1230,4 +1231,24 @@ def sample_strict(logits: Tensor, decoders: list[StrictDecoder | None], settings
     return tokens
 
 
-__all__ = ["CHECKED", "DECORATIONS", "LENGTHS", "METERS", "StrictDecoder", "sample_strict"]
+def write_through(decoder: StrictDecoder, context: str, text: str) -> tuple[list[int], int | None]:
+    """Write `text` into `decoder` (which has read `context`) as the engine writes it: patch by patch, every
+    character asked `allows` at its patch position, then accepted. Returns the character ids written (EOS marks
+    the end of a unit) and the first one refused, or None when every character was allowed."""
+    patchilizer = Patchilizer(patch_length=1 << 20)
+    given = 1 + sum(len(patchilizer.unit_to_patches(line + "\n")) for line in context.split("\n") if line)
+    written: list[int] = []
+    for patch in patchilizer.encode_generate(context + text)[given:]:
+        for position, char in enumerate(patch):
+            if char == PAD_ID:
+                break
+            if not decoder.allows(char, position):
+                return written, char
+            decoder.accept(char, position)
+            written.append(char)
+            if char == EOS_ID:
+                break
+    return written, None
+
+
+__all__ = ["CHECKED", "DECORATIONS", "LENGTHS", "METERS", "StrictDecoder", "sample_strict", "write_through"]
